@@ -1,0 +1,211 @@
+// Package job owns the Job record of secauto: its JSON form (the format of
+// jobs.json, unchanged since the first release), its states and the
+// transitions between them. It does no I/O.
+package job
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Status is the lifecycle state of a job.
+type Status string
+
+// The states a job moves through. Pending and Running are live; the other
+// three are terminal and never change again.
+const (
+	Pending   Status = "pending"
+	Running   Status = "running"
+	Completed Status = "completed"
+	Failed    Status = "failed"
+	Cancelled Status = "cancelled"
+)
+
+// Statuses lists every valid status, live ones first.
+var Statuses = []Status{Pending, Running, Completed, Failed, Cancelled}
+
+// Valid reports whether s is one of the five known states.
+func (s Status) Valid() bool {
+	switch s {
+	case Pending, Running, Completed, Failed, Cancelled:
+		return true
+	}
+	return false
+}
+
+// Terminal reports whether s is a final state.
+func (s Status) Terminal() bool {
+	return s == Completed || s == Failed || s == Cancelled
+}
+
+// ParseStatus returns the status named by s, or an error listing the valid ones.
+func ParseStatus(s string) (Status, error) {
+	st := Status(s)
+	if !st.Valid() {
+		return "", fmt.Errorf("unknown status %q; use one of pending, running, completed, failed, cancelled", s)
+	}
+	return st, nil
+}
+
+// Interrupt policies: what recovery does with a job that was running when
+// the server died. SOAR actions are rarely idempotent, so failing is the
+// default.
+const (
+	OnInterruptFail  = "fail"
+	OnInterruptRetry = "retry"
+)
+
+// DefaultMaxAttempts bounds how often a job with on_interrupt "retry" is
+// started, so a playbook that crashes the server cannot loop forever.
+const DefaultMaxAttempts = 3
+
+// Step is one playbook step as submitted.
+type Step struct {
+	Name            string         `json:"name"`
+	Action          string         `json:"action"`
+	Params          map[string]any `json:"params,omitempty"`
+	Timeout         string         `json:"timeout,omitempty"`
+	ContinueOnError bool           `json:"continue_on_error,omitempty"`
+}
+
+// Result statuses of a step.
+const (
+	StepOK      = "ok"
+	StepFailed  = "failed"
+	StepSkipped = "skipped"
+)
+
+// Result records one executed step.
+type Result struct {
+	Step        string     `json:"step"`
+	Action      string     `json:"action"`
+	Status      string     `json:"status"`
+	Output      any        `json:"output"`
+	Error       string     `json:"error"`
+	StartedAt   time.Time  `json:"started_at"`
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
+}
+
+// Job is one playbook run. Its JSON form is the value stored under the job's
+// id in jobs.json.
+type Job struct {
+	ID          string         `json:"id"`
+	Status      Status         `json:"status"`
+	Playbook    []Step         `json:"playbook"`
+	Context     map[string]any `json:"context"`
+	Results     []Result       `json:"results"`
+	Error       string         `json:"error"`
+	CreatedAt   time.Time      `json:"created_at"`
+	StartedAt   *time.Time     `json:"started_at,omitempty"`
+	CompletedAt *time.Time     `json:"completed_at,omitempty"`
+
+	// OnInterrupt is "fail" (the default when empty) or "retry".
+	OnInterrupt string `json:"on_interrupt,omitempty"`
+	// MaxAttempts caps the starts of a job with OnInterrupt "retry";
+	// zero means DefaultMaxAttempts.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// Attempts counts how often the job has been started.
+	Attempts int `json:"attempts,omitempty"`
+}
+
+// ErrTransition is returned for a state change the lifecycle forbids.
+var ErrTransition = errors.New("invalid job transition")
+
+// CanTransition reports whether a job may move from one status to another:
+// pending → running → completed | failed | cancelled, and pending → cancelled.
+// Recovery's running → pending (retry) is allowed too.
+func CanTransition(from, to Status) bool {
+	switch from {
+	case Pending:
+		return to == Running || to == Cancelled
+	case Running:
+		return to == Completed || to == Failed || to == Cancelled || to == Pending
+	}
+	return false
+}
+
+// Start moves a pending job to running and counts the attempt.
+func (j *Job) Start(now time.Time) error {
+	if err := j.check(Running); err != nil {
+		return err
+	}
+	t := now.UTC()
+	j.Status = Running
+	j.StartedAt = &t
+	j.Attempts++
+	return nil
+}
+
+// Finish moves a running (or, for Cancelled, pending) job to a terminal
+// status. errMsg is kept for failed and cancelled jobs.
+func (j *Job) Finish(to Status, errMsg string, now time.Time) error {
+	if !to.Terminal() {
+		return fmt.Errorf("%w: %s is not a terminal status", ErrTransition, to)
+	}
+	if err := j.check(to); err != nil {
+		return err
+	}
+	t := now.UTC()
+	j.Status = to
+	j.CompletedAt = &t
+	if to != Completed {
+		j.Error = errMsg
+	}
+	return nil
+}
+
+// Requeue moves a running job back to pending, as recovery does for jobs
+// submitted with on_interrupt "retry". The attempt counter is kept.
+func (j *Job) Requeue() error {
+	if err := j.check(Pending); err != nil {
+		return err
+	}
+	j.Status = Pending
+	j.StartedAt = nil
+	j.Results = nil
+	return nil
+}
+
+// AttemptsLeft reports whether a retry-on-interrupt job may be started again.
+func (j *Job) AttemptsLeft() bool {
+	max := j.MaxAttempts
+	if max <= 0 {
+		max = DefaultMaxAttempts
+	}
+	return j.Attempts < max
+}
+
+func (j *Job) check(to Status) error {
+	if !CanTransition(j.Status, to) {
+		return fmt.Errorf("%w: job %s is %s and cannot become %s", ErrTransition, j.ID, j.Status, to)
+	}
+	return nil
+}
+
+// Validate checks the invariants every stored job keeps: an id, a known
+// status, a creation time, a start time once running and a completion time
+// once terminal. It names the first broken one.
+func (j *Job) Validate() error {
+	return CheckInvariants(j.ID, j.Status, j.CreatedAt, j.StartedAt, j.CompletedAt)
+}
+
+// CheckInvariants is Validate over the fields it reads, for callers that
+// decode only those fields.
+func CheckInvariants(id string, st Status, created time.Time, started, completed *time.Time) error {
+	switch {
+	case id == "":
+		return errors.New("job has no id")
+	case !st.Valid():
+		return fmt.Errorf("unknown status %q", st)
+	case created.IsZero():
+		return errors.New("created_at is missing")
+	case st == Running && started == nil:
+		return errors.New("running job has no started_at")
+	case st.Terminal() && completed == nil:
+		return fmt.Errorf("%s job has no completed_at", st)
+	case completed != nil && !st.Terminal():
+		return fmt.Errorf("%s job has a completed_at", st)
+	}
+	return nil
+}

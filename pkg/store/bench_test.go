@@ -1,0 +1,240 @@
+package store
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/secauto/secauto/pkg/job"
+)
+
+// benchJob is a job of about 1.5 KB, the size of a typical enrichment
+// playbook with a few results.
+func benchJob(i int) *job.Job {
+	started := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Second)
+	j := &job.Job{
+		Playbook: []job.Step{
+			{Name: "lookup", Action: "http", Params: map[string]any{"method": "GET", "url": "https://intel.example.com/v1/ip/{{.context.ip}}", "headers": map[string]any{"Accept": "application/json"}}, Timeout: "10s"},
+			{Name: "note", Action: "set", Params: map[string]any{"verdict": "{{.steps.lookup.body.verdict}}", "score": "{{.steps.lookup.body.score}}"}},
+			{Name: "report", Action: "log", Params: map[string]any{"message": "ip {{.context.ip}} verdict {{.context.verdict}}"}},
+		},
+		Context: map[string]any{"ip": fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), "alert_id": fmt.Sprintf("ALRT-%08d", i), "source": "siem", "severity": "high", "analyst": "soc-tier1",
+			"raw_event": fmt.Sprintf("<134>1 2026-01-01T00:00:00Z fw01 filterlog - - 5,,,1000000103,igb0,match,block,in,4,0x0,,64,0,0,DF,6,tcp,60,10.%d.%d.%d,192.168.1.20,51234,443,0,S,1234567890,,64240,,mss;sackOK;TS;nop;wscale user=%d", i>>16&255, i>>8&255, i&255, i)},
+		Results: []job.Result{
+			{Step: "lookup", Action: "http", Status: job.StepOK, Output: map[string]any{"status": 200, "body": map[string]any{"verdict": "malicious", "score": 87, "first_seen": "2025-12-01T10:00:00Z", "tags": []any{"botnet", "scanner"}}}, StartedAt: started, CompletedAt: &started},
+			{Step: "note", Action: "set", Status: job.StepOK, Output: map[string]any{"verdict": "malicious", "score": "87"}, StartedAt: started, CompletedAt: &started},
+		},
+	}
+	return j
+}
+
+func BenchmarkCreate(b *testing.B) {
+	for _, writers := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			s, err := Open(Options{Dir: b.TempDir(), SnapshotInterval: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			jobs := make([]*job.Job, 64)
+			for i := range jobs {
+				jobs[i] = benchJob(i)
+			}
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for w := range writers {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						if _, err := s.Create(jobs[w]); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "creates/s")
+		})
+	}
+}
+
+// writeFixture writes a jobs.json of n benchJobs straight to dir, the way a
+// long-running store leaves it, and returns its size.
+func writeFixture(b *testing.B, dir string, n int) (int64, []string) {
+	b.Helper()
+	items := make([]keyed, n)
+	ids := make([]string, n)
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range n {
+		j := benchJob(i)
+		j.ID = uuid.Must(uuid.NewV7()).String()
+		j.CreatedAt = base.Add(time.Duration(i) * time.Millisecond)
+		j.Status = job.Completed
+		j.StartedAt = &j.CreatedAt
+		j.CompletedAt = &j.CreatedAt
+		e, err := encodeJob(j)
+		if err != nil {
+			b.Fatal(err)
+		}
+		items[i] = keyed{j.ID, e}
+		ids[i] = j.ID
+	}
+	path := filepath.Join(dir, SnapshotFile)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	if err := writeSnapshot(w, items); err != nil {
+		b.Fatal(err)
+	}
+	w.Flush()
+	f.Close()
+	st, _ := os.Stat(path)
+	return st.Size(), ids
+}
+
+// BenchmarkUpdateLatency measures one durable update (a job starting) with
+// stores of different sizes; it should not depend on the size.
+func BenchmarkUpdateLatency(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("jobs=%d", n), func(b *testing.B) {
+			dir := b.TempDir()
+			writeFixture(b, dir, n)
+			s, err := Open(Options{Dir: dir, SnapshotInterval: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ids := make([]string, b.N)
+			for i := range ids {
+				j, err := s.Create(benchJob(i))
+				if err != nil {
+					b.Fatal(err)
+				}
+				ids[i] = j.ID
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := s.Update(ids[i], func(j *job.Job) error { return j.Start(time.Now()) }); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+const openChildEnv = "SECAUTO_STORE_OPEN_CHILD"
+
+func init() {
+	// The open benchmark measures a fresh process so peak memory is the
+	// store's own.
+	if dir := os.Getenv(openChildEnv); dir != "" {
+		start := time.Now()
+		s, err := Open(Options{Dir: dir, SnapshotInterval: -1})
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		took := time.Since(start)
+		fmt.Println("jobs", s.Stats().Jobs, "seconds", took.Seconds(), "peak_kb", peakKB())
+		s.Close()
+		os.Exit(0)
+	}
+}
+
+func peakKB() int {
+	data, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	return 0
+}
+
+// BenchmarkOpen opens stores of 100k and 1M jobs in a child process and
+// reports the open time and the process's peak resident memory against the
+// size of jobs.json.
+func BenchmarkOpen(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("jobs=%d", n), func(b *testing.B) {
+			dir := b.TempDir()
+			size, _ := writeFixture(b, dir, n)
+			exe, _ := os.Executable()
+			var secs, peak float64
+			b.ResetTimer()
+			for range b.N {
+				cmd := exec.Command(exe, "-test.run=^$")
+				cmd.Env = append(os.Environ(), openChildEnv+"="+dir)
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					b.Fatalf("%v: %s", err, out)
+				}
+				var jobs, kb int
+				var s float64
+				if _, err := fmt.Sscanf(string(out), "jobs %d seconds %g peak_kb %d", &jobs, &s, &kb); err != nil || jobs != n {
+					b.Fatalf("child said %q", out)
+				}
+				secs += s
+				peak = max(peak, float64(kb)/1024)
+			}
+			b.ReportMetric(secs/float64(b.N), "open-s")
+			b.ReportMetric(peak, "peak-MB")
+			b.ReportMetric(float64(size)/(1<<20), "data-MB")
+			b.ReportMetric(peak/(float64(size)/(1<<20)), "peak/data")
+		})
+	}
+}
+
+// BenchmarkSnapshot writes jobs.json for a store of 100k jobs.
+func BenchmarkSnapshot(b *testing.B) {
+	dir := b.TempDir()
+	writeFixture(b, dir, 100_000)
+	s, err := Open(Options{Dir: dir, SnapshotInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.ResetTimer()
+	for range b.N {
+		if err := s.Snapshot(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkList is `jobs list --limit 50` over 100k jobs.
+func BenchmarkList(b *testing.B) {
+	dir := b.TempDir()
+	writeFixture(b, dir, 100_000)
+	s, err := Open(Options{Dir: dir, SnapshotInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.ResetTimer()
+	for range b.N {
+		if js, err := s.List(Filter{Limit: 50}); err != nil || len(js) != 50 {
+			b.Fatal(err)
+		}
+	}
+	_ = rand.IntN
+}

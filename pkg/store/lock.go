@@ -1,0 +1,124 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/gofrs/flock"
+)
+
+// acquireLock makes this process the directory's only writer and records
+// who it is.
+func (s *Store) acquireLock() error {
+	lpath := s.path(LockFile)
+	fl := flock.New(lpath, flock.SetPermissions(fileMode))
+	ok, err := fl.TryLock()
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", lpath, err)
+	}
+	if !ok {
+		owner, _ := ReadOwner(s.dir)
+		return &LockedError{Path: lpath, Owner: owner}
+	}
+	s.lock = fl
+	o := s.opts.Owner
+	if o.PID == 0 {
+		o.PID = os.Getpid()
+	}
+	if o.Host == "" {
+		o.Host, _ = os.Hostname()
+	}
+	if o.StartedAt.IsZero() {
+		o.StartedAt = time.Now().UTC()
+	}
+	if err := s.writeOwner(o); err != nil {
+		fl.Unlock()
+		return err
+	}
+	return nil
+}
+
+// SetOwner updates what secauto.lock says about this process, typically the
+// API address once the daemon listens.
+func (s *Store) SetOwner(o Owner) error {
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	if o.PID == 0 {
+		o.PID = os.Getpid()
+	}
+	if o.Host == "" {
+		o.Host, _ = os.Hostname()
+	}
+	if o.StartedAt.IsZero() {
+		o.StartedAt = time.Now().UTC()
+	}
+	return s.writeOwner(o)
+}
+
+// writeOwner rewrites the lock file in place: renaming a new file over it
+// would leave the lock on an unlinked inode and let a second writer in.
+func (s *Store) writeOwner(o Owner) error {
+	data, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	f, err := os.OpenFile(s.path(LockFile), os.O_WRONLY, fileMode)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, 0); err != nil {
+		return fmt.Errorf("record owner in %s: %w", LockFile, err)
+	}
+	if err := f.Truncate(int64(len(data))); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// ReadOwner returns what secauto.lock in dir says about the process that
+// holds (or last held) it. It does not tell whether the lock is held.
+func ReadOwner(dir string) (Owner, error) {
+	var o Owner
+	var err error
+	// The holder may be rewriting the file; a torn read parses badly, so try again.
+	for range 5 {
+		var data []byte
+		data, err = os.ReadFile(dir + string(os.PathSeparator) + LockFile)
+		if errors.Is(err, fs.ErrNotExist) {
+			return o, err
+		}
+		if err == nil {
+			if err = json.Unmarshal(data, &o); err == nil {
+				return o, nil
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return o, err
+}
+
+// Locked reports whether a process holds dir's lock, and if so what the
+// lock file says about it.
+func Locked(dir string) (bool, Owner, error) {
+	fl := flock.New(dir + string(os.PathSeparator) + LockFile)
+	if _, err := os.Stat(fl.Path()); errors.Is(err, fs.ErrNotExist) {
+		return false, Owner{}, nil
+	}
+	ok, err := fl.TryRLock()
+	if err != nil {
+		return false, Owner{}, err
+	}
+	if ok {
+		fl.Unlock()
+		return false, Owner{}, nil
+	}
+	o, _ := ReadOwner(dir)
+	return true, o, nil
+}

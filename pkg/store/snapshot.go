@@ -1,0 +1,312 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/secauto/secauto/pkg/job"
+)
+
+// entry is a stored job: its JSON exactly as it is written to jobs.json and
+// the journal, plus the few fields that listing and cleanup need. Keeping the
+// encoded form means a snapshot never re-encodes a job that did not change,
+// and memory stays close to the size of the data.
+type entry struct {
+	raw       []byte
+	status    job.Status
+	created   int64 // unix nanoseconds
+	completed int64 // unix nanoseconds; 0 when unset
+}
+
+type keyed struct {
+	id string
+	e  *entry
+}
+
+// jobMeta is the part of a job that the store indexes.
+type jobMeta struct {
+	ID          string     `json:"id"`
+	Status      job.Status `json:"status"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at"`
+	CompletedAt *time.Time `json:"completed_at"`
+}
+
+// decodeEntry indexes one job's JSON and checks its invariants.
+func decodeEntry(raw []byte) (string, *entry, error) {
+	var m jobMeta
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return "", nil, fmt.Errorf("not a valid job: %w", err)
+	}
+	if err := job.CheckInvariants(m.ID, m.Status, m.CreatedAt, m.StartedAt, m.CompletedAt); err != nil {
+		return m.ID, nil, err
+	}
+	if bytes.IndexByte(raw, '\n') >= 0 {
+		// Hand-written or indented files: keep one job per line in jobs.json.
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, raw); err != nil {
+			return m.ID, nil, err
+		}
+		raw = buf.Bytes()
+	}
+	return m.ID, newEntry(raw, m.Status, m.CreatedAt, m.CompletedAt), nil
+}
+
+func newEntry(raw []byte, st job.Status, created time.Time, completed *time.Time) *entry {
+	e := &entry{raw: raw, status: internStatus(st), created: created.UnixNano()}
+	if completed != nil {
+		e.completed = completed.UnixNano()
+	}
+	return e
+}
+
+func internStatus(st job.Status) job.Status {
+	for _, s := range job.Statuses {
+		if s == st {
+			return s
+		}
+	}
+	return st
+}
+
+// jobProblem is a job in a snapshot that breaks an invariant.
+type jobProblem struct {
+	id  string
+	err error
+}
+
+// decodeSnapshot parses a jobs.json. A structural error (not a JSON object)
+// is returned as err; jobs that break invariants are listed in problems and
+// left out of the map. Values alias data.
+func decodeSnapshot(data []byte) (map[string]*entry, []jobProblem, error) {
+	var items []keyed
+	var raws [][]byte
+	err := scanObject(data, func(key string, raw []byte) error {
+		items = append(items, keyed{id: key})
+		raws = append(raws, raw)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	errs := make([]error, len(items))
+	// Indexing is the cost of opening a large store; use every core.
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(items)/1024))
+	var wg sync.WaitGroup
+	chunk := (len(items) + workers - 1) / max(workers, 1)
+	for w := 0; w < workers; w++ {
+		lo, hi := w*chunk, min((w+1)*chunk, len(items))
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				id, e, err := decodeEntry(raws[i])
+				switch {
+				case err != nil:
+					errs[i] = err
+				case id != items[i].id:
+					errs[i] = fmt.Errorf("stored under key %q but its id is %q", items[i].id, id)
+				default:
+					items[i].e = e
+				}
+			}
+		})
+	}
+	wg.Wait()
+	jobs := make(map[string]*entry, len(items))
+	var problems []jobProblem
+	for i, it := range items {
+		if errs[i] != nil {
+			problems = append(problems, jobProblem{it.id, errs[i]})
+			continue
+		}
+		if _, dup := jobs[it.id]; dup {
+			problems = append(problems, jobProblem{it.id, errors.New("id appears more than once")})
+			continue
+		}
+		jobs[it.id] = it.e
+	}
+	return jobs, problems, nil
+}
+
+// scanObject splits a top-level JSON object into keys and raw values without
+// decoding the values; they are validated by decodeEntry.
+func scanObject(data []byte, fn func(key string, raw []byte) error) error {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return syntaxErr(data, i, "expected '{' to open the object of jobs")
+	}
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		return trailing(data, i+1)
+	}
+	for {
+		if i >= len(data) || data[i] != '"' {
+			return syntaxErr(data, i, "expected a job id string")
+		}
+		end, err := skipString(data, i)
+		if err != nil {
+			return err
+		}
+		key, err := unquote(data[i:end])
+		if err != nil {
+			return syntaxErr(data, i, "bad job id string")
+		}
+		i = skipSpace(data, end)
+		if i >= len(data) || data[i] != ':' {
+			return syntaxErr(data, i, "expected ':' after job id")
+		}
+		i = skipSpace(data, i+1)
+		vend, err := skipValue(data, i)
+		if err != nil {
+			return err
+		}
+		if err := fn(key, data[i:vend]); err != nil {
+			return err
+		}
+		i = skipSpace(data, vend)
+		if i >= len(data) {
+			return syntaxErr(data, i, "unexpected end of file")
+		}
+		switch data[i] {
+		case ',':
+			i = skipSpace(data, i+1)
+		case '}':
+			return trailing(data, i+1)
+		default:
+			return syntaxErr(data, i, "expected ',' or '}'")
+		}
+	}
+}
+
+func trailing(data []byte, i int) error {
+	if i = skipSpace(data, i); i != len(data) {
+		return syntaxErr(data, i, "unexpected data after the object")
+	}
+	return nil
+}
+
+func syntaxErr(data []byte, off int, msg string) error {
+	line := 1 + bytes.Count(data[:min(off, len(data))], []byte{'\n'})
+	return fmt.Errorf("line %d, offset %d: %s", line, off, msg)
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// skipString returns the offset just past the string starting at data[i].
+func skipString(data []byte, i int) (int, error) {
+	for j := i + 1; j < len(data); j++ {
+		switch data[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1, nil
+		}
+	}
+	return 0, syntaxErr(data, i, "unterminated string")
+}
+
+// skipValue returns the offset just past the value starting at data[i]. It
+// only finds the boundary; the value's syntax is checked when it is decoded.
+func skipValue(data []byte, i int) (int, error) {
+	if i >= len(data) {
+		return 0, syntaxErr(data, i, "unexpected end of file")
+	}
+	switch data[i] {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(data); j++ {
+			switch data[j] {
+			case '"':
+				end, err := skipString(data, j)
+				if err != nil {
+					return 0, err
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1, nil
+				}
+			}
+		}
+		return 0, syntaxErr(data, i, "unterminated object")
+	}
+	j := i
+	for j < len(data) && !strings.ContainsRune(",}] \t\r\n", rune(data[j])) {
+		j++
+	}
+	if j == i {
+		return 0, syntaxErr(data, i, "expected a value")
+	}
+	return j, nil
+}
+
+func unquote(s []byte) (string, error) {
+	if bytes.IndexByte(s, '\\') < 0 {
+		return string(s[1 : len(s)-1]), nil
+	}
+	var out string
+	err := json.Unmarshal(s, &out)
+	return out, err
+}
+
+// writeSnapshot writes jobs in the jobs.json format, one job per line, in id
+// order (ids are time-ordered, so this is creation order for new jobs).
+func writeSnapshot(w io.Writer, items []keyed) error {
+	slices.SortFunc(items, func(a, b keyed) int { return strings.Compare(a.id, b.id) })
+	if _, err := io.WriteString(w, "{"); err != nil {
+		return err
+	}
+	var key []byte
+	for i, it := range items {
+		key = key[:0]
+		if i > 0 {
+			key = append(key, ',')
+		}
+		key = append(key, "\n"...)
+		key = appendQuoted(key, it.id)
+		key = append(key, ": "...)
+		if _, err := w.Write(key); err != nil {
+			return err
+		}
+		if _, err := w.Write(it.e.raw); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(w, "\n}\n")
+	return err
+}
+
+func appendQuoted(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}

@@ -1,0 +1,213 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/secauto/secauto/pkg/job"
+)
+
+// File names inside the data directory. They are part of the contract with
+// operators' scripts and never change.
+const (
+	SnapshotFile = "jobs.json"
+	JournalFile  = "jobs.journal"
+	LockFile     = "secauto.lock"
+	backupPrefix = SnapshotFile + ".backup."
+)
+
+// Errors callers tell apart with errors.Is.
+var (
+	// ErrNotFound: no job has that id or id prefix.
+	ErrNotFound = errors.New("job not found")
+	// ErrAmbiguous: an id prefix matches more than one job.
+	ErrAmbiguous = errors.New("job id prefix is ambiguous")
+	// ErrReadOnly: a write on a store opened with Options.ReadOnly.
+	ErrReadOnly = errors.New("store is open read-only")
+	// ErrClosed: a call on a closed store.
+	ErrClosed = errors.New("store is closed")
+	// ErrExists: Create with an id that is already stored.
+	ErrExists = errors.New("job id already exists")
+)
+
+// Owner describes the process holding a data directory's lock. It is written
+// into secauto.lock so other processes can name the holder and find its API.
+type Owner struct {
+	PID       int       `json:"pid"`
+	Host      string    `json:"host,omitempty"`
+	Command   string    `json:"command,omitempty"`
+	Address   string    `json:"address,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// LockedError is returned by Open when another process holds the lock.
+type LockedError struct {
+	Path  string
+	Owner Owner // zero when the lock file could not be read
+}
+
+func (e *LockedError) Error() string {
+	who := "another process"
+	if e.Owner.PID != 0 {
+		cmd := e.Owner.Command
+		if cmd == "" {
+			cmd = "secauto"
+		}
+		who = fmt.Sprintf("%s (pid %d", cmd, e.Owner.PID)
+		if e.Owner.Address != "" {
+			who += ", listening on " + e.Owner.Address
+		}
+		who += ")"
+	}
+	return fmt.Sprintf("data directory is locked by %s through %s; stop it first or run this command against the running daemon", who, e.Path)
+}
+
+// CorruptError is returned by Open when jobs.json is unusable and no backup
+// verifies, so there is nothing valid to serve. The file is left in place.
+type CorruptError struct {
+	Path   string
+	Reason error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("%s is corrupt (%v) and no backup verifies; it was left in place: inspect it, then run 'secauto backup restore FILE' with a good backup, or move it aside to start with an empty store", e.Path, e.Reason)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Reason }
+
+// OpenReport says what Open repaired (SPEC §5 steps 1 and 2).
+type OpenReport struct {
+	// JournalTruncatedBytes is how many bytes of torn or corrupt journal
+	// tail were cut; they are kept in JournalCorruptPath.
+	JournalTruncatedBytes int64  `json:"journal_truncated_bytes"`
+	JournalCorruptPath    string `json:"journal_corrupt_path,omitempty"`
+	// SnapshotCorruptPath is where an unusable jobs.json was moved.
+	SnapshotCorruptPath string `json:"snapshot_corrupt_path,omitempty"`
+	// RestoredFrom is the backup that replaced an unusable jobs.json.
+	RestoredFrom string `json:"restored_from,omitempty"`
+	// SnapshotJobs and JournalRecords count what was loaded and replayed.
+	SnapshotJobs   int `json:"snapshot_jobs"`
+	JournalRecords int `json:"journal_records"`
+	// Problem describes what a read-only open would have repaired.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// Filter selects jobs for List.
+type Filter struct {
+	Statuses []job.Status // any of these; empty means all
+	Since    time.Time    // created at or after; zero means no bound
+	Limit    int          // at most this many; zero means no limit
+	Oldest   bool         // oldest first instead of newest first
+}
+
+// CleanupOptions says which terminal jobs Cleanup deletes.
+type CleanupOptions struct {
+	// Retention is how long terminal jobs are kept after they completed.
+	Retention time.Duration
+	// ByStatus overrides Retention per terminal status.
+	ByStatus map[job.Status]time.Duration
+	DryRun   bool
+	Now      time.Time // zero means time.Now()
+}
+
+// CleanupResult reports a cleanup; its JSON is the CLI's -o json output.
+type CleanupResult struct {
+	Deleted int      `json:"deleted"`
+	DryRun  bool     `json:"dry_run"`
+	IDs     []string `json:"ids"`
+}
+
+// BackupOptions controls backup files.
+type BackupOptions struct {
+	Compress bool // gzip, adding .gz to the name
+	Keep     int  // newest backups kept after writing one; zero keeps all
+}
+
+// BackupResult reports a written backup; its JSON is the CLI's output.
+type BackupResult struct {
+	Path    string   `json:"path"`
+	Jobs    int      `json:"jobs"`
+	SHA256  string   `json:"sha256"`
+	Size    int64    `json:"size"`
+	Removed []string `json:"removed,omitempty"`
+}
+
+// BackupInfo describes one backup file found in a data directory.
+type BackupInfo struct {
+	Path       string    `json:"path"`
+	Time       time.Time `json:"time"`
+	Size       int64     `json:"size"`
+	Jobs       int       `json:"jobs"`
+	Compressed bool      `json:"compressed"`
+	Verified   bool      `json:"verified"`
+	Problem    string    `json:"problem,omitempty"`
+}
+
+// RestoreResult reports a restore; its JSON is the CLI's output.
+type RestoreResult struct {
+	RestoredJobs int    `json:"restored_jobs"`
+	SafetyBackup string `json:"safety_backup"`
+}
+
+// Problem is one finding of Verify.
+type Problem struct {
+	File    string `json:"file"`
+	JobID   string `json:"job_id,omitempty"`
+	Message string `json:"message"`
+}
+
+func (p Problem) String() string {
+	s := p.File
+	if p.JobID != "" {
+		s += ": job " + p.JobID
+	}
+	return s + ": " + p.Message
+}
+
+// VerifyResult is the outcome of Verify; its JSON is the CLI's output.
+type VerifyResult struct {
+	OK       bool      `json:"ok"`
+	Problems []Problem `json:"problems"`
+	Jobs     int       `json:"jobs"`
+	Journal  int       `json:"journal_records"`
+	Backups  int       `json:"backups"`
+}
+
+// RecoverOptions controls Recover.
+type RecoverOptions struct {
+	DryRun bool
+	Now    time.Time // zero means time.Now()
+}
+
+// RecoverAction is one thing recovery did (or would do) to a job.
+type RecoverAction struct {
+	JobID  string     `json:"job_id"`
+	From   job.Status `json:"from"`
+	To     job.Status `json:"to"`
+	Reason string     `json:"reason"`
+}
+
+// RecoverResult reports a recovery pass; its JSON is the CLI's output.
+type RecoverResult struct {
+	FailedRunning         int             `json:"failed_running"`
+	Requeued              int             `json:"requeued"`
+	Pending               int             `json:"pending"`
+	RestoredFrom          *string         `json:"restored_from"`
+	JournalTruncatedBytes int64           `json:"journal_truncated_bytes"`
+	DryRun                bool            `json:"dry_run"`
+	Actions               []RecoverAction `json:"actions"`
+	// Recovered holds the jobs changed by step 3, in their new state, for
+	// the job.recovered events.
+	Recovered []*job.Job `json:"-"`
+}
+
+// Stats is a cheap summary of the store for /stats and metrics.
+type Stats struct {
+	Jobs          int                `json:"jobs"`
+	ByStatus      map[job.Status]int `json:"by_status"`
+	SnapshotBytes int64              `json:"snapshot_bytes"`
+	JournalBytes  int64              `json:"journal_bytes"`
+	LastSnapshot  time.Time          `json:"last_snapshot"`
+	Healthy       bool               `json:"healthy"`
+}
