@@ -1,0 +1,218 @@
+package playbook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"time"
+
+	"github.com/secauto/secauto/pkg/job"
+)
+
+// Defaults of a zero Runner.
+const (
+	// DefaultMaxResponseBytes caps the response body an http step reads.
+	DefaultMaxResponseBytes = 1 << 20
+	// DefaultRequestTimeout bounds an http step that sets no timeout.
+	DefaultRequestTimeout = 30 * time.Second
+)
+
+// defaultClient keeps net/http's behaviour: up to 10 redirects, and
+// Authorization and Cookie headers dropped when a redirect leaves the host.
+// Timeouts come from each request's context, not from the client.
+var defaultClient = &http.Client{}
+
+// Runner runs playbooks. The zero value is usable, and one Runner may run
+// many jobs at once: Run does not modify it.
+type Runner struct {
+	// Client sends the requests of http steps; nil means a client with
+	// net/http's defaults.
+	Client *http.Client
+	// MaxResponseBytes caps the response body of an http step; a larger
+	// body fails the step. Zero means DefaultMaxResponseBytes.
+	MaxResponseBytes int64
+	// DefaultHTTPTimeout bounds an http step that has no timeout param.
+	// Zero means DefaultRequestTimeout.
+	DefaultHTTPTimeout time.Duration
+}
+
+func (r *Runner) client() *http.Client {
+	if r.Client != nil {
+		return r.Client
+	}
+	return defaultClient
+}
+
+func (r *Runner) maxResponseBytes() int64 {
+	if r.MaxResponseBytes > 0 {
+		return r.MaxResponseBytes
+	}
+	return DefaultMaxResponseBytes
+}
+
+func (r *Runner) httpTimeout() time.Duration {
+	if r.DefaultHTTPTimeout > 0 {
+		return r.DefaultHTTPTimeout
+	}
+	return DefaultRequestTimeout
+}
+
+// StepError reports the step that failed a job.
+type StepError struct {
+	// Step is the failed step's name.
+	Step string
+	// Index is the step's zero-based position in the playbook.
+	Index int
+	// Err is what went wrong; its text is the step result's error.
+	Err error
+}
+
+func (e *StepError) Error() string {
+	return fmt.Sprintf("step %q failed: %v", e.Step, e.Err)
+}
+
+func (e *StepError) Unwrap() error { return e.Err }
+
+// Run executes steps in order against a deep copy of jobCtx; the caller's
+// map is never modified.
+//
+// After each step it calls record with that step's Result and the job
+// context as it now stands (set steps merge into it). Run never modifies a
+// map after passing it to record, so record may keep it; record must not
+// modify it either. If record returns an error, Run stops at once and
+// returns that error wrapped: the caller could not persist the result and
+// must not run more steps as if it had.
+//
+// Run returns nil when every step succeeded or continued on error, and a
+// *StepError naming the failed step when the job fails; the steps after it
+// are recorded as skipped. When ctx is done, a sleeping or in-flight http
+// step stops at once, its result is recorded with status failed and error
+// "cancelled", and Run returns an error wrapping ctx.Err(). A step's timeout
+// is not a cancellation: it fails the step like any other error, and
+// continue_on_error applies.
+//
+// Run does not validate the playbook as a whole; a step Validate would
+// refuse (an unknown action, bad params) fails when it is reached.
+func (r *Runner) Run(ctx context.Context, steps []job.Step, jobCtx map[string]any,
+	record func(res job.Result, jobCtx map[string]any) error) error {
+	cur, _ := cloneValue(jobCtx).(map[string]any)
+	if cur == nil {
+		cur = map[string]any{}
+	}
+	views := map[string]any{}
+	data := map[string]any{"context": templateView(cur), "steps": views}
+
+	for i, s := range steps {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("run stopped before step %q: %w", s.Name, interruption(ctx))
+		}
+		started := now()
+		oc, err := r.exec(ctx, s, data)
+		res := job.Result{Step: s.Name, Action: s.Action, Status: job.StepOK, Output: oc.output, StartedAt: started}
+		done := now()
+		res.CompletedAt = &done
+
+		if err != nil && ctx.Err() != nil {
+			res.Status, res.Output, res.Error = job.StepFailed, nil, "cancelled"
+			stop := fmt.Errorf("step %q interrupted: %w", s.Name, interruption(ctx))
+			if rerr := record(res, cur); rerr != nil {
+				return fmt.Errorf("%w; recording it failed too: %w", stop, rerr)
+			}
+			return stop
+		}
+		if err != nil {
+			res.Status, res.Error = job.StepFailed, err.Error()
+		} else if oc.set != nil {
+			next := maps.Clone(cur)
+			maps.Copy(next, oc.set)
+			cur = next
+			data = map[string]any{"context": templateView(cur), "steps": views}
+		}
+		views[s.Name] = templateView(oc.output)
+		if rerr := record(res, cur); rerr != nil {
+			return fmt.Errorf("record result of step %q: %w", s.Name, rerr)
+		}
+		if err != nil && !s.ContinueOnError {
+			return r.skipRest(steps[i+1:], s.Name, cur, record, &StepError{Step: s.Name, Index: i, Err: err})
+		}
+	}
+	return nil
+}
+
+// skipRest records the steps after a job-failing step as skipped and
+// returns failure.
+func (r *Runner) skipRest(rest []job.Step, failed string, cur map[string]any,
+	record func(job.Result, map[string]any) error, failure *StepError) error {
+	for _, s := range rest {
+		t := now()
+		res := job.Result{
+			Step: s.Name, Action: s.Action, Status: job.StepSkipped,
+			Error: fmt.Sprintf("not run because step %q failed", failed), StartedAt: t, CompletedAt: &t,
+		}
+		if err := record(res, cur); err != nil {
+			return fmt.Errorf("record result of step %q: %w", s.Name, err)
+		}
+	}
+	return failure
+}
+
+// exec runs one step under its timeout. A timeout of the step's own
+// deadline is reported as such; the parent's cancellation is left for Run
+// to see.
+func (r *Runner) exec(parent context.Context, s job.Step, data map[string]any) (outcome, error) {
+	act, ok := actions[s.Action]
+	if !ok {
+		return outcome{}, fmt.Errorf("unknown action %q", s.Action)
+	}
+	if err := act.check(s.Params); err != nil {
+		return outcome{}, err
+	}
+	if s.Timeout == "" {
+		return act.run(parent, r, s.Params, data)
+	}
+	d, err := parseDuration("timeout", s.Timeout)
+	if err != nil {
+		return outcome{}, err
+	}
+	ctx, cancel := context.WithTimeout(parent, d)
+	defer cancel()
+	oc, err := act.run(ctx, r, s.Params, data)
+	if err != nil && parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return oc, fmt.Errorf("step timed out after %s", d)
+	}
+	return oc, err
+}
+
+// interruption is ctx's error, with the cancellation cause attached when
+// the canceller gave one (shutdown, user cancel), so callers can still match
+// it with errors.Is(err, context.Canceled).
+func interruption(ctx context.Context) error {
+	err := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, err) {
+		return fmt.Errorf("%w: %w", err, cause)
+	}
+	return err
+}
+
+// cloneValue deep-copies the objects and arrays of a decoded JSON value.
+func cloneValue(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = cloneValue(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = cloneValue(e)
+		}
+		return out
+	}
+	return v
+}
+
+func now() time.Time { return time.Now().UTC() }
