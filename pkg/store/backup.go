@@ -278,9 +278,8 @@ func (s *Store) Restore(path string, o BackupOptions) (*RestoreResult, error) {
 		for id, e := range jobs {
 			items = append(items, keyed{id, e})
 		}
-		err = writeFileAtomic(s.path(SnapshotFile), func(w io.Writer) error { return writeSnapshot(w, items) })
-		if err != nil {
-			return fmt.Errorf("write restored %s: %w", SnapshotFile, err)
+		if _, err := writeJobsFile(s.dir, func(w io.Writer) error { return writeSnapshot(w, items) }); err != nil {
+			return fmt.Errorf("restore: %w", err)
 		}
 		s.mu.Lock()
 		s.jobs = jobs

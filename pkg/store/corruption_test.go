@@ -210,14 +210,20 @@ func snapshotFixture(t *testing.T) (dir string, ids [4]string, backups [2]string
 	return dir, ids, [2]string{b1.Path, b2.Path}
 }
 
+// flipByte changes one bit the way a failing disk does: in place, leaving
+// the file's size and modification time as they were.
 func flipByte(t *testing.T, path string, at float64) {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	st, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	data, _ := os.ReadFile(path)
 	data[int(float64(len(data))*at)] ^= 0x04
 	os.WriteFile(path, data, 0o600)
+	if err := os.Chtimes(path, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestCorruptSnapshotRestoresNewestVerifiedBackup(t *testing.T) {
@@ -314,5 +320,46 @@ func TestCorruptSnapshotWithoutBackupIsAClearError(t *testing.T) {
 			}
 			s.Close()
 		})
+	}
+}
+
+// A bit flipped inside a string keeps jobs.json valid JSON; the recorded
+// checksum still catches it.
+func TestSnapshotRotInsideAStringIsCaught(t *testing.T) {
+	dir, ids, backups := snapshotFixture(t)
+	spath := filepath.Join(dir, SnapshotFile)
+	data, _ := os.ReadFile(spath)
+	at := bytes.Index(data, []byte("10.0.0.1"))
+	flipByte(t, spath, float64(at)/float64(len(data)))
+	if v, _ := Verify(dir); v.OK || !strings.Contains(v.Problems[0].Message, "checksum") {
+		t.Fatalf("verify: %+v", v)
+	}
+	s := openT(t, dir)
+	defer s.Close()
+	if s.Report().RestoredFrom != backups[1] {
+		t.Fatalf("rot not caught: %+v", s.Report())
+	}
+	if j, err := s.Get(ids[0]); err != nil || j.Context["host"] != "10.0.0.1" {
+		t.Fatalf("job after restore: %+v %v", j, err)
+	}
+}
+
+// An operator who copies a backup over jobs.json by hand (the seed's
+// runbook) gets that file loaded, not "repaired".
+func TestSnapshotReplacedByHandIsTakenAsIs(t *testing.T) {
+	dir, ids, backups := snapshotFixture(t)
+	data, _ := os.ReadFile(backups[0])
+	time.Sleep(10 * time.Millisecond)
+	if err := os.WriteFile(filepath.Join(dir, SnapshotFile), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := openT(t, dir)
+	defer s.Close()
+	if s.Report().RestoredFrom != "" {
+		t.Fatalf("hand-placed jobs.json was treated as corrupt: %+v", s.Report())
+	}
+	got := state(t, s)
+	if len(got) != 2 || got[ids[0]] == "" || got[ids[3]] == "" {
+		t.Fatalf("jobs %v, want the backup's job and the journal's", got)
 	}
 }

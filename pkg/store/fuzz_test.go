@@ -82,3 +82,43 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScanJobMeta holds the one-pass scanner to encoding/json's verdict and
+// decoding.
+func FuzzScanJobMeta(f *testing.F) {
+	f.Add([]byte(`{"id": "a", "status": "pending", "created_at": "2025-01-01T00:00:00Z", "context": {"x": [1, 2.5e3, -0, true, null, "\u00e9\n"]}}`))
+	f.Add([]byte(`{"ID": "a", "id": "b", "started_at": null, "completed_at": "2025-01-01T00:00:00.5+02:00"}`))
+	f.Add([]byte(`{"id": 5}`))
+	f.Add([]byte(`{"a": 01}`))
+	f.Add([]byte(`{"a": "\x01"}`))
+	f.Add([]byte(`{} x`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := scanJobMeta(data)
+		var want jobMeta
+		wantErr := json.Unmarshal(data, &want)
+		isObj := len(bytes.TrimLeft(data, " \t\r\n")) > 0 && bytes.TrimLeft(data, " \t\r\n")[0] == '{'
+		if !isObj {
+			if err == nil {
+				t.Fatalf("accepted a non-object: %q", data)
+			}
+			return
+		}
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("scanner error %v, encoding/json error %v, for %q", err, wantErr, data)
+		}
+		if err != nil {
+			return
+		}
+		if got.ID != want.ID || got.Status != want.Status || !got.CreatedAt.Equal(want.CreatedAt) ||
+			!eqTime(got.StartedAt, want.StartedAt) || !eqTime(got.CompletedAt, want.CompletedAt) {
+			t.Fatalf("scanner read %+v, encoding/json %+v, from %q", got, want, data)
+		}
+	})
+}
+
+func eqTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Equal(*b)
+}

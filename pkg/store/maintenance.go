@@ -161,9 +161,12 @@ func Verify(dir string) (*VerifyResult, error) {
 	add := func(p Problem) { res.Problems = append(res.Problems, p) }
 
 	spath := filepath.Join(dir, SnapshotFile)
-	data, err := readFileIfExists(spath)
+	data, rot, err := readSnapshotFile(dir)
 	if err != nil {
 		add(Problem{File: spath, Message: err.Error()})
+	}
+	if rot != nil {
+		add(Problem{File: spath, Message: rot.Error()})
 	}
 	jobs := map[string]*entry{}
 	if data != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/secauto/secauto/pkg/job"
 )
@@ -42,8 +43,8 @@ type jobMeta struct {
 
 // decodeEntry indexes one job's JSON and checks its invariants.
 func decodeEntry(raw []byte) (string, *entry, error) {
-	var m jobMeta
-	if err := json.Unmarshal(raw, &m); err != nil {
+	m, err := scanJobMeta(raw)
+	if err != nil {
 		return "", nil, fmt.Errorf("not a valid job: %w", err)
 	}
 	if err := job.CheckInvariants(m.ID, m.Status, m.CreatedAt, m.StartedAt, m.CompletedAt); err != nil {
@@ -263,7 +264,7 @@ func skipValue(data []byte, i int) (int, error) {
 }
 
 func unquote(s []byte) (string, error) {
-	if bytes.IndexByte(s, '\\') < 0 {
+	if bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
 		return string(s[1 : len(s)-1]), nil
 	}
 	var out string

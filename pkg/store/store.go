@@ -321,7 +321,7 @@ func truncateJournal(path string, size int64) error {
 // when it is unusable (SPEC §5 step 2).
 func (s *Store) loadSnapshot(now time.Time, readOnly bool) (map[string]*entry, error) {
 	spath := s.path(SnapshotFile)
-	data, err := readFileIfExists(spath)
+	data, rot, err := readSnapshotFile(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", spath, err)
 	}
@@ -329,6 +329,9 @@ func (s *Store) loadSnapshot(now time.Time, readOnly bool) (map[string]*entry, e
 		return map[string]*entry{}, nil
 	}
 	jobs, problems, perr := decodeSnapshot(data)
+	if perr == nil {
+		perr = rot
+	}
 	if perr == nil && len(problems) == 0 {
 		s.snapBytes = int64(len(data))
 		s.report.SnapshotJobs = len(jobs)
@@ -370,7 +373,7 @@ func (s *Store) loadSnapshot(now time.Time, readOnly bool) (map[string]*entry, e
 		return nil, fmt.Errorf("keep the corrupt %s: %w", spath, err)
 	}
 	s.report.SnapshotCorruptPath = aside
-	if err := writeFileAtomic(spath, func(w io.Writer) error { _, err := w.Write(bdata); return err }); err != nil {
+	if _, err := writeJobsFile(s.dir, func(w io.Writer) error { _, err := w.Write(bdata); return err }); err != nil {
 		return nil, fmt.Errorf("restore %s from %s: %w", spath, backup, err)
 	}
 	s.snapBytes = int64(len(bdata))
@@ -811,18 +814,12 @@ func (s *Store) compactLocked() error {
 	s.mu.Unlock()
 
 	start := time.Now()
-	var written int64
-	err := writeFileAtomic(s.path(SnapshotFile), func(w io.Writer) error {
-		cw := &countWriter{w: w}
-		err := writeSnapshot(cw, items)
-		written = cw.n
-		return err
-	})
+	written, err := writeJobsFile(s.dir, func(w io.Writer) error { return writeSnapshot(w, items) })
 	if err != nil {
 		s.mu.Lock()
 		s.dirty = true
 		s.mu.Unlock()
-		return fmt.Errorf("write %s: %w", s.path(SnapshotFile), err)
+		return err
 	}
 	if err := s.cutJournal(mark); err != nil {
 		s.mu.Lock()

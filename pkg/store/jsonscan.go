@@ -1,0 +1,320 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/secauto/secauto/pkg/job"
+)
+
+// scanJobMeta checks that raw is exactly one valid JSON object and reads the
+// fields the store indexes, in one pass. Opening a large store is mostly
+// this, and it runs several times faster than encoding/json, which would
+// validate the whole value and then decode it. It follows encoding/json's
+// rules for what it reads: keys match case-insensitively, the last
+// duplicate wins, times are parsed by time.Time's own UnmarshalJSON, and
+// null leaves a field unset.
+func scanJobMeta(raw []byte) (jobMeta, error) {
+	var m jobMeta
+	p := jsonScanner{data: raw}
+	p.space()
+	if p.i >= len(p.data) || p.data[p.i] != '{' {
+		return m, errors.New("not a JSON object")
+	}
+	p.i++
+	p.space()
+	if p.peek() == '}' {
+		p.i++
+	} else {
+		for {
+			p.space()
+			kstart := p.i
+			if err := p.str(); err != nil {
+				return m, err
+			}
+			key := p.data[kstart+1 : p.i-1]
+			p.space()
+			if p.peek() != ':' {
+				return m, p.fail("expected ':'")
+			}
+			p.i++
+			p.space()
+			vstart := p.i
+			if err := p.value(1); err != nil {
+				return m, err
+			}
+			if err := m.set(key, p.data[vstart:p.i]); err != nil {
+				return m, err
+			}
+			p.space()
+			c := p.peek()
+			p.i++
+			if c == '}' {
+				break
+			}
+			if c != ',' {
+				return m, p.fail("expected ',' or '}'")
+			}
+		}
+	}
+	p.space()
+	if p.i != len(p.data) {
+		return m, p.fail("unexpected data after the object")
+	}
+	return m, nil
+}
+
+func (m *jobMeta) set(key, val []byte) error {
+	if strings.IndexByte(string(key), '\\') >= 0 {
+		k, err := unquote(append(append([]byte{'"'}, key...), '"'))
+		if err != nil {
+			return err
+		}
+		key = []byte(k)
+	} else if len(key) > len("completed_at") {
+		return nil // no indexed field has a longer name
+	}
+	k := string(key)
+	str := func(dst *string, name string) error {
+		if string(val) == "null" {
+			return nil
+		}
+		if val[0] != '"' {
+			return fmt.Errorf("%s is not a string", name)
+		}
+		s, err := unquote(val)
+		*dst = s
+		return err
+	}
+	tm := func(dst **time.Time, name string) error {
+		if string(val) == "null" {
+			*dst = nil
+			return nil
+		}
+		var t time.Time
+		if err := t.UnmarshalJSON(val); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		*dst = &t
+		return nil
+	}
+	switch {
+	case strings.EqualFold(k, "id"):
+		return str(&m.ID, "id")
+	case strings.EqualFold(k, "status"):
+		var s string
+		err := str(&s, "status")
+		if string(val) != "null" {
+			m.Status = job.Status(s)
+		}
+		return err
+	case strings.EqualFold(k, "created_at"):
+		if string(val) == "null" {
+			return nil
+		}
+		return m.CreatedAt.UnmarshalJSON(val)
+	case strings.EqualFold(k, "started_at"):
+		return tm(&m.StartedAt, "started_at")
+	case strings.EqualFold(k, "completed_at"):
+		return tm(&m.CompletedAt, "completed_at")
+	}
+	return nil
+}
+
+type jsonScanner struct {
+	data []byte
+	i    int
+}
+
+// maxDepth matches encoding/json's nesting limit.
+const maxDepth = 10000
+
+func (p *jsonScanner) peek() byte {
+	if p.i < len(p.data) {
+		return p.data[p.i]
+	}
+	return 0
+}
+
+func (p *jsonScanner) fail(msg string) error {
+	if p.i >= len(p.data) {
+		return errors.New("unexpected end of JSON")
+	}
+	return fmt.Errorf("invalid JSON at byte %d: %s", p.i, msg)
+}
+
+func (p *jsonScanner) space() {
+	for p.i < len(p.data) {
+		switch p.data[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+func (p *jsonScanner) value(depth int) error {
+	if depth > maxDepth {
+		return p.fail("nested too deeply")
+	}
+	switch c := p.peek(); {
+	case c == '"':
+		return p.str()
+	case c == '{':
+		p.i++
+		p.space()
+		if p.peek() == '}' {
+			p.i++
+			return nil
+		}
+		for {
+			p.space()
+			if err := p.str(); err != nil {
+				return err
+			}
+			p.space()
+			if p.peek() != ':' {
+				return p.fail("expected ':'")
+			}
+			p.i++
+			p.space()
+			if err := p.value(depth + 1); err != nil {
+				return err
+			}
+			p.space()
+			switch p.peek() {
+			case ',':
+				p.i++
+			case '}':
+				p.i++
+				return nil
+			default:
+				return p.fail("expected ',' or '}'")
+			}
+		}
+	case c == '[':
+		p.i++
+		p.space()
+		if p.peek() == ']' {
+			p.i++
+			return nil
+		}
+		for {
+			p.space()
+			if err := p.value(depth + 1); err != nil {
+				return err
+			}
+			p.space()
+			switch p.peek() {
+			case ',':
+				p.i++
+			case ']':
+				p.i++
+				return nil
+			default:
+				return p.fail("expected ',' or ']'")
+			}
+		}
+	case c == 't':
+		return p.literal("true")
+	case c == 'f':
+		return p.literal("false")
+	case c == 'n':
+		return p.literal("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		return p.number()
+	}
+	return p.fail("expected a value")
+}
+
+func (p *jsonScanner) literal(s string) error {
+	if len(p.data)-p.i < len(s) || string(p.data[p.i:p.i+len(s)]) != s {
+		return p.fail("invalid literal")
+	}
+	p.i += len(s)
+	return nil
+}
+
+func (p *jsonScanner) digits() int {
+	n := 0
+	for p.i < len(p.data) && p.data[p.i] >= '0' && p.data[p.i] <= '9' {
+		p.i++
+		n++
+	}
+	return n
+}
+
+func (p *jsonScanner) number() error {
+	if p.peek() == '-' {
+		p.i++
+	}
+	switch c := p.peek(); {
+	case c == '0':
+		p.i++
+	case c >= '1' && c <= '9':
+		p.digits()
+	default:
+		return p.fail("invalid number")
+	}
+	if p.peek() == '.' {
+		p.i++
+		if p.digits() == 0 {
+			return p.fail("invalid number")
+		}
+	}
+	if c := p.peek(); c == 'e' || c == 'E' {
+		p.i++
+		if c := p.peek(); c == '+' || c == '-' {
+			p.i++
+		}
+		if p.digits() == 0 {
+			return p.fail("invalid number")
+		}
+	}
+	return nil
+}
+
+// str moves past a string, checking its escapes and that it holds no raw
+// control characters. Like encoding/json, it accepts invalid UTF-8.
+func (p *jsonScanner) str() error {
+	if p.peek() != '"' {
+		return p.fail("expected a string")
+	}
+	p.i++
+	for p.i < len(p.data) {
+		c := p.data[p.i]
+		switch {
+		case c == '"':
+			p.i++
+			return nil
+		case c == '\\':
+			p.i++
+			switch p.peek() {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				p.i++
+			case 'u':
+				p.i++
+				for range 4 {
+					if !isHex(p.peek()) {
+						return p.fail("invalid \\u escape")
+					}
+					p.i++
+				}
+			default:
+				return p.fail("invalid escape")
+			}
+		case c < 0x20:
+			return p.fail("control character in string")
+		default:
+			p.i++
+		}
+	}
+	return p.fail("unterminated string")
+}
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
