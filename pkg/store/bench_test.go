@@ -67,6 +67,9 @@ func BenchmarkCreate(b *testing.B) {
 			}
 			wg.Wait()
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "creates/s")
+			st := s.Stats()
+			b.ReportMetric(float64(st.SyncedChanges)/float64(st.Syncs), "changes/fsync")
+			b.ReportMetric(float64(st.SyncTime.Microseconds())/float64(st.Syncs), "µs/fsync")
 		})
 	}
 }

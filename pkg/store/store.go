@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -59,7 +60,10 @@ type Options struct {
 	// and only the journal's jobs are loaded. For `backup restore`, which
 	// replaces them next.
 	Salvage bool
-	Logger  *slog.Logger
+	// OnSync, if set, is told the duration of every journal write and
+	// fsync and how many changes it made durable (for metrics).
+	OnSync func(d time.Duration, changes int)
+	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -93,11 +97,14 @@ type Store struct {
 	jmu     sync.Mutex
 	journal *os.File
 
-	snapMu   sync.Mutex // one compaction at a time
-	kick     chan struct{}
-	snapKick chan struct{}
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	snapMu    sync.Mutex // one compaction at a time
+	kick      chan struct{}
+	syncs     atomic.Int64 // journal fsyncs
+	synced    atomic.Int64 // changes they made durable
+	syncNanos atomic.Int64
+	snapKick  chan struct{}
+	stop      chan struct{}
+	wg        sync.WaitGroup
 }
 
 // change is one queued put (e != nil) or delete (e == nil).
@@ -513,7 +520,7 @@ func encodeJob(j *job.Job) (*entry, error) {
 	if err := j.Validate(); err != nil {
 		return nil, fmt.Errorf("job %s: %w", j.ID, err)
 	}
-	raw, err := json.Marshal(j)
+	raw, err := job.AppendJSON(nil, j)
 	if err != nil {
 		return nil, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
@@ -550,17 +557,7 @@ func (s *Store) Update(id string, fn func(*job.Job) error) (*job.Job, error) {
 		if !ok {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
-		j, err := decodeJob(base)
-		if err != nil {
-			return nil, err
-		}
-		if err := fn(j); err != nil {
-			return nil, err
-		}
-		if err := checkChange(id, base.status, j); err != nil {
-			return nil, err
-		}
-		e, err := encodeJob(j)
+		e, j, err := prepareUpdate(id, base, fn)
 		if err != nil {
 			return nil, err
 		}
@@ -587,6 +584,21 @@ func (s *Store) Update(id string, fn func(*job.Job) error) (*job.Job, error) {
 }
 
 var errRetry = errors.New("retry")
+
+func prepareUpdate(id string, base *entry, fn func(*job.Job) error) (*entry, *job.Job, error) {
+	j, err := decodeJob(base)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := fn(j); err != nil {
+		return nil, nil, err
+	}
+	if err := checkChange(id, base.status, j); err != nil {
+		return nil, nil, err
+	}
+	e, err := encodeJob(j)
+	return e, j, err
+}
 
 func checkChange(id string, from job.Status, j *job.Job) error {
 	if j.ID != id {
@@ -700,7 +712,15 @@ func (s *Store) flushBatches() {
 		s.jmu.Lock()
 		err := failed
 		if err == nil {
+			start := time.Now()
 			err = s.writeJournal(b.buf)
+			d := time.Since(start)
+			s.syncs.Add(1)
+			s.synced.Add(int64(len(b.changes)))
+			s.syncNanos.Add(int64(d))
+			if s.opts.OnSync != nil {
+				s.opts.OnSync(d, len(b.changes))
+			}
 		}
 		s.mu.Lock()
 		if err != nil {
@@ -1027,5 +1047,8 @@ func (s *Store) Stats() Stats {
 		JournalBytes:  s.jsize,
 		LastSnapshot:  s.lastSnap,
 		Healthy:       s.err == nil && !s.closed,
+		Syncs:         s.syncs.Load(),
+		SyncedChanges: s.synced.Load(),
+		SyncTime:      time.Duration(s.syncNanos.Load()),
 	}
 }

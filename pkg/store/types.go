@@ -210,4 +210,10 @@ type Stats struct {
 	JournalBytes  int64              `json:"journal_bytes"`
 	LastSnapshot  time.Time          `json:"last_snapshot"`
 	Healthy       bool               `json:"healthy"`
+	// Syncs counts journal fsyncs since Open, SyncedChanges the changes
+	// they made durable (their ratio is the group commit's batch size),
+	// SyncTime the time spent writing and syncing.
+	Syncs         int64         `json:"journal_syncs"`
+	SyncedChanges int64         `json:"journal_synced_changes"`
+	SyncTime      time.Duration `json:"journal_sync_nanoseconds"`
 }
