@@ -93,7 +93,7 @@ func journalFixture(t *testing.T) (string, []int64, []map[string]job.Status) {
 			off += int64(recHeaderSize + 1 + len(body))
 		}
 		bounds = append(bounds, off)
-		states = append(states, maps(cur))
+		states = append(states, cloneState(cur))
 		return nil
 	})
 	if jerr != nil || off != int64(len(data)) || len(bounds) != 7 {
@@ -102,7 +102,7 @@ func journalFixture(t *testing.T) (string, []int64, []map[string]job.Status) {
 	return dir, bounds, states
 }
 
-func maps(m map[string]job.Status) map[string]job.Status {
+func cloneState(m map[string]job.Status) map[string]job.Status {
 	out := make(map[string]job.Status, len(m))
 	for k, v := range m {
 		out[k] = v

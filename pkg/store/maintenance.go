@@ -116,7 +116,7 @@ func (s *Store) Recover(o RecoverOptions) (*RecoverResult, error) {
 		if o.DryRun {
 			continue
 		}
-		nj, err := s.Update(j.ID, func(cur *job.Job) error {
+		nj, err := s.UpdateWith(j.ID, func(cur *job.Job) error {
 			if cur.Status != job.Running {
 				return errSettled
 			}
@@ -124,7 +124,7 @@ func (s *Store) Recover(o RecoverOptions) (*RecoverResult, error) {
 				return cur.Requeue()
 			}
 			return cur.Finish(job.Failed, a.Reason, now)
-		})
+		}, o.Also)
 		if errors.Is(err, errSettled) {
 			continue
 		}
@@ -191,14 +191,16 @@ func Verify(dir string) (*VerifyResult, error) {
 		add(Problem{File: jpath, Message: fmt.Sprintf("%v; %d bytes after it are unreadable", jerr, int64(len(jdata))-jerr.Offset)})
 	}
 	res.Journal = len(recs)
-	for _, r := range recs {
-		if r.e == nil {
-			delete(jobs, r.id)
-		} else {
-			jobs[r.id] = r.e
-		}
+	records, err := readRecordsFile(dir)
+	if err != nil {
+		add(Problem{File: filepath.Join(dir, RecordsFile), Message: err.Error()})
+		records = map[string][]byte{}
+	}
+	for _, c := range recs {
+		applyTo(jobs, records, c)
 	}
 	res.Jobs = len(jobs)
+	res.Records = len(records)
 
 	paths, err := backupPaths(dir)
 	if err != nil {

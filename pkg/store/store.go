@@ -13,11 +13,13 @@
 package store
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -81,6 +83,7 @@ type Store struct {
 	mu        sync.Mutex
 	cond      *sync.Cond // signalled when excl is cleared
 	jobs      map[string]*entry
+	records   map[string][]byte
 	counts    map[job.Status]int
 	pending   map[string]*change // queued but not yet durable; latest per id
 	cur       *batch             // collecting changes for the next write
@@ -107,10 +110,12 @@ type Store struct {
 	wg        sync.WaitGroup
 }
 
-// change is one queued put (e != nil) or delete (e == nil).
+// change is one queued job put (e != nil) or delete (e == nil), or, when
+// rec is set, a put or delete of the auxiliary record keyed id.
 type change struct {
-	id string
-	e  *entry
+	id  string
+	e   *entry
+	rec *Record
 }
 
 type batch struct {
@@ -213,6 +218,9 @@ func (s *Store) load() error {
 	if err != nil {
 		return err
 	}
+	if s.records, err = readRecordsFile(s.dir); err != nil {
+		return err
+	}
 	s.jobs = jobs
 	s.replay(recs)
 	for _, e := range s.jobs {
@@ -251,11 +259,16 @@ func (s *Store) loadReadOnly() error {
 		if err != nil {
 			return err
 		}
+		records, err := readRecordsFile(s.dir)
+		if err != nil {
+			return err
+		}
 		after, _ := os.Stat(s.path(SnapshotFile))
 		if attempt < 5 && !sameFile(before, after) {
 			continue
 		}
 		s.jobs = jobs
+		s.records = records
 		s.counts = map[job.Status]int{}
 		s.replay(recs)
 		for _, e := range s.jobs {
@@ -272,14 +285,9 @@ func sameFile(a, b os.FileInfo) bool {
 	return os.SameFile(a, b) && a.ModTime().Equal(b.ModTime()) && a.Size() == b.Size()
 }
 
-type journalRecord struct {
-	id string
-	e  *entry // nil for a delete
-}
-
 // parseJournal decodes data up to its first bad record.
-func parseJournal(data []byte) ([]journalRecord, int64, *journalError) {
-	var recs []journalRecord
+func parseJournal(data []byte) ([]*change, int64, *journalError) {
+	var recs []*change
 	good, jerr := scanJournal(data, func(kind byte, body []byte) error {
 		switch kind {
 		case recPut:
@@ -287,12 +295,23 @@ func parseJournal(data []byte) ([]journalRecord, int64, *journalError) {
 			if err != nil {
 				return err
 			}
-			recs = append(recs, journalRecord{id, e})
+			recs = append(recs, &change{id: id, e: e})
 		case recDelete:
 			if len(body) == 0 {
 				return errors.New("delete record without id")
 			}
-			recs = append(recs, journalRecord{id: string(body)})
+			recs = append(recs, &change{id: string(body)})
+		case recRecord:
+			r, err := decodeRecordBody(body)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, &change{id: r.Key, rec: r})
+		case recRecordDelete:
+			if len(body) == 0 {
+				return errors.New("record delete without key")
+			}
+			recs = append(recs, &change{id: string(body), rec: &Record{Key: string(body)}})
 		default:
 			return fmt.Errorf("unknown record kind %q", kind)
 		}
@@ -301,15 +320,25 @@ func parseJournal(data []byte) ([]journalRecord, int64, *journalError) {
 	return recs, good, jerr
 }
 
-func (s *Store) replay(recs []journalRecord) {
-	for _, r := range recs {
-		if r.e == nil {
-			delete(s.jobs, r.id)
-		} else {
-			s.jobs[r.id] = r.e
-		}
+func (s *Store) replay(recs []*change) {
+	for _, c := range recs {
+		applyTo(s.jobs, s.records, c)
 	}
 	s.report.JournalRecords = len(recs)
+}
+
+// applyTo applies one change to a job map and a record map.
+func applyTo(jobs map[string]*entry, records map[string][]byte, c *change) {
+	switch {
+	case c.rec != nil && c.rec.Value == nil:
+		delete(records, c.id)
+	case c.rec != nil:
+		records[c.id] = c.rec.Value
+	case c.e == nil:
+		delete(jobs, c.id)
+	default:
+		jobs[c.id] = c.e
+	}
 }
 
 func truncateJournal(path string, size int64) error {
@@ -550,6 +579,13 @@ func (s *Store) lookupLocked(id string) (*entry, bool) {
 // A status change must be a valid transition, a terminal job never changes,
 // and the id cannot change.
 func (s *Store) Update(id string, fn func(*job.Job) error) (*job.Job, error) {
+	return s.UpdateWith(id, fn, nil)
+}
+
+// UpdateWith is Update that also stores the records that also returns for
+// the updated job, in the same durable write: an event queued this way is
+// never lost, nor sent for a change that was not made.
+func (s *Store) UpdateWith(id string, fn func(*job.Job) error, also func(*job.Job) []Record) (*job.Job, error) {
 	for {
 		s.mu.Lock()
 		base, ok := s.lookupLocked(id)
@@ -561,8 +597,16 @@ func (s *Store) Update(id string, fn func(*job.Job) error) (*job.Job, error) {
 		if err != nil {
 			return nil, err
 		}
+		changes := []*change{{id: id, e: e}}
+		if also != nil {
+			extra, err := recordChanges(also(j))
+			if err != nil {
+				return nil, err
+			}
+			changes = append(changes, extra...)
+		}
 		stale := false
-		err = s.commit([]*change{{id: id, e: e}}, func() error {
+		err = s.commit(changes, func() error {
 			cur, ok := s.lookupLocked(id)
 			if !ok {
 				return fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -632,9 +676,12 @@ func (s *Store) commit(changes []*change, check func() error) error {
 	}
 	var size int
 	for _, c := range changes {
-		if c.e != nil {
+		switch {
+		case c.e != nil:
 			size += recHeaderSize + 1 + len(c.e.raw)
-		} else {
+		case c.rec != nil:
+			size += recHeaderSize + 1 + binary.MaxVarintLen64 + len(c.id) + len(c.rec.Value)
+		default:
 			size += recHeaderSize + 1 + len(c.id)
 		}
 	}
@@ -664,13 +711,20 @@ func (s *Store) commit(changes []*change, check func() error) error {
 	}
 	b.buf = slices.Grow(b.buf, size)
 	for _, c := range changes {
-		if c.e != nil {
+		switch {
+		case c.rec != nil && c.rec.Value == nil:
+			b.buf = appendRecord(b.buf, recRecordDelete, []byte(c.id))
+		case c.rec != nil:
+			b.buf = appendRecord(b.buf, recRecord, appendRecordBody(nil, c.rec))
+		case c.e != nil:
 			b.buf = appendRecord(b.buf, recPut, c.e.raw)
-		} else {
+		default:
 			b.buf = appendRecord(b.buf, recDelete, []byte(c.id))
 		}
 		b.changes = append(b.changes, c)
-		s.pending[c.id] = c
+		if c.rec == nil {
+			s.pending[c.id] = c
+		}
 	}
 	s.mu.Unlock()
 	select {
@@ -767,6 +821,10 @@ func (s *Store) writeJournal(buf []byte) error {
 
 // apply makes a durable change visible. Called with mu held.
 func (s *Store) apply(c *change) {
+	if c.rec != nil {
+		applyTo(s.jobs, s.records, c)
+		return
+	}
 	if old, ok := s.jobs[c.id]; ok {
 		s.counts[old.status]--
 	}
@@ -829,11 +887,18 @@ func (s *Store) compactLocked() error {
 		return nil
 	}
 	items := s.itemsLocked()
+	records := maps.Clone(s.records)
 	mark := s.jsize
 	s.dirty = false
 	s.mu.Unlock()
 
 	start := time.Now()
+	if err := writeRecordsFile(s.dir, records); err != nil {
+		s.mu.Lock()
+		s.dirty = true
+		s.mu.Unlock()
+		return err
+	}
 	written, err := writeJobsFile(s.dir, func(w io.Writer) error { return writeSnapshot(w, items) })
 	if err != nil {
 		s.mu.Lock()

@@ -171,6 +171,7 @@ type VerifyResult struct {
 	Problems []Problem `json:"problems"`
 	Jobs     int       `json:"jobs"`
 	Journal  int       `json:"journal_records"`
+	Records  int       `json:"records"`
 	Backups  int       `json:"backups"`
 }
 
@@ -178,6 +179,9 @@ type VerifyResult struct {
 type RecoverOptions struct {
 	DryRun bool
 	Now    time.Time // zero means time.Now()
+	// Also returns records to store with each recovered job in the same
+	// write: the job.recovered events, which are then never lost.
+	Also func(*job.Job) []Record
 }
 
 // RecoverAction is one thing recovery did (or would do) to a job.
