@@ -60,10 +60,10 @@ func writeBackup(dir string, items []keyed, o BackupOptions, now time.Time) (*Ba
 	err := writeFileAtomic(path, func(w io.Writer) error {
 		cw := &countWriter{w: io.MultiWriter(w, sum)}
 		if !o.Compress {
-			return writeSnapshot(cw, items)
+			return writeSnapshot(cw, items, o.Progress)
 		}
 		zw := gzip.NewWriter(cw)
-		if err := writeSnapshot(zw, items); err != nil {
+		if err := writeSnapshot(zw, items, o.Progress); err != nil {
 			return err
 		}
 		err := zw.Close()
@@ -253,7 +253,7 @@ func (s *Store) Restore(path string, o BackupOptions) (*RestoreResult, error) {
 		s.mu.Lock()
 		items := s.itemsLocked()
 		s.mu.Unlock()
-		safety, err := writeBackup(s.dir, items, BackupOptions{Compress: o.Compress}, s.opts.Now())
+		safety, err := writeBackup(s.dir, items, BackupOptions{Compress: o.Compress, Progress: o.Progress}, s.opts.Now())
 		if err != nil {
 			return fmt.Errorf("safety backup failed, nothing was restored: %w", err)
 		}
@@ -278,7 +278,7 @@ func (s *Store) Restore(path string, o BackupOptions) (*RestoreResult, error) {
 		for id, e := range jobs {
 			items = append(items, keyed{id, e})
 		}
-		if _, err := writeJobsFile(s.dir, func(w io.Writer) error { return writeSnapshot(w, items) }); err != nil {
+		if _, err := writeJobsFile(s.dir, func(w io.Writer) error { return writeSnapshot(w, items, o.Progress) }); err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
 		s.mu.Lock()
@@ -302,4 +302,17 @@ func (s *Store) Restore(path string, o BackupOptions) (*RestoreResult, error) {
 	}
 	s.log.Info("store restored", "from", path, "jobs", res.RestoredJobs, "safety_backup", res.SafetyBackup)
 	return res, nil
+}
+
+// CheckRestoreFile verifies a file offered to Restore, as Restore will: its
+// content always, and its checksum when a .sha256 sidecar is beside it (an
+// operator's own copy of jobs.json has none). It reports whether a checksum
+// was checked.
+func CheckRestoreFile(path string) (jobs int, checksummed bool, err error) {
+	_, serr := os.Stat(path + checksumSuffix)
+	j, _, err := readBackup(path, false)
+	if err != nil {
+		return 0, false, err
+	}
+	return len(j), serr == nil, nil
 }

@@ -104,7 +104,7 @@ func writeFixture(b *testing.B, dir string, n int) (int64, []string) {
 		b.Fatal(err)
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	if err := writeSnapshot(w, items); err != nil {
+	if err := writeSnapshot(w, items, nil); err != nil {
 		b.Fatal(err)
 	}
 	w.Flush()

@@ -69,7 +69,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 			for id, e := range jobs {
 				items = append(items, keyed{id, e})
 			}
-			if err := writeSnapshot(&buf, items); err != nil {
+			if err := writeSnapshot(&buf, items, nil); err != nil {
 				t.Fatal(err)
 			}
 			back, problems, err := decodeSnapshot(buf.Bytes())

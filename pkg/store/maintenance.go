@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/secauto/secauto/pkg/job"
@@ -150,6 +151,12 @@ var errSettled = errors.New("job is no longer running")
 // a valid job, and every backup matches its checksum and holds valid jobs.
 // Every problem is named with its file and, where it has one, its job.
 func Verify(dir string) (*VerifyResult, error) {
+	return VerifyWith(dir, nil)
+}
+
+// VerifyWith is Verify telling progress how many bytes of the files it
+// checks it has been through.
+func VerifyWith(dir string, progress Progress) (*VerifyResult, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", dir, err)
@@ -158,7 +165,26 @@ func Verify(dir string) (*VerifyResult, error) {
 		return nil, fmt.Errorf("%s is not a directory", dir)
 	}
 	res := &VerifyResult{Problems: []Problem{}}
-	add := func(p Problem) { res.Problems = append(res.Problems, p) }
+	var pmu sync.Mutex
+	add := func(p Problem) { pmu.Lock(); res.Problems = append(res.Problems, p); pmu.Unlock() }
+	paths, err := backupPaths(dir)
+	if err != nil {
+		add(Problem{File: dir, Message: err.Error()})
+	}
+	var total, done atomic.Int64
+	for _, p := range append([]string{filepath.Join(dir, SnapshotFile), filepath.Join(dir, JournalFile)}, paths...) {
+		if st, err := os.Stat(p); err == nil {
+			total.Add(st.Size())
+		}
+	}
+	advance := func(path string) {
+		if progress == nil {
+			return
+		}
+		if st, err := os.Stat(path); err == nil {
+			progress(done.Add(st.Size()), total.Load())
+		}
+	}
 
 	spath := filepath.Join(dir, SnapshotFile)
 	data, rot, err := readSnapshotFile(dir)
@@ -180,6 +206,7 @@ func Verify(dir string) (*VerifyResult, error) {
 			add(Problem{File: spath, JobID: p.id, Message: p.err.Error()})
 		}
 	}
+	advance(spath)
 
 	jpath := filepath.Join(dir, JournalFile)
 	jdata, err := readFileIfExists(jpath)
@@ -190,6 +217,7 @@ func Verify(dir string) (*VerifyResult, error) {
 	if jerr != nil {
 		add(Problem{File: jpath, Message: fmt.Sprintf("%v; %d bytes after it are unreadable", jerr, int64(len(jdata))-jerr.Offset)})
 	}
+	advance(jpath)
 	res.Journal = len(recs)
 	records, err := readRecordsFile(dir)
 	if err != nil {
@@ -202,13 +230,12 @@ func Verify(dir string) (*VerifyResult, error) {
 	res.Jobs = len(jobs)
 	res.Records = len(records)
 
-	paths, err := backupPaths(dir)
-	if err != nil {
-		add(Problem{File: dir, Message: err.Error()})
-	}
 	res.Backups = len(paths)
 	errs := make([]error, len(paths))
-	forEachParallel(len(paths), func(i int) { _, errs[i] = VerifyBackup(paths[i]) })
+	forEachParallel(len(paths), func(i int) {
+		_, errs[i] = VerifyBackup(paths[i])
+		advance(paths[i])
+	})
 	for i, err := range errs {
 		if err != nil {
 			add(Problem{File: paths[i], Message: err.Error()})

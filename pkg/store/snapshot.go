@@ -274,7 +274,7 @@ func unquote(s []byte) (string, error) {
 
 // writeSnapshot writes jobs in the jobs.json format, one job per line, in id
 // order (ids are time-ordered, so this is creation order for new jobs).
-func writeSnapshot(w io.Writer, items []keyed) error {
+func writeSnapshot(w io.Writer, items []keyed, progress Progress) error {
 	slices.SortFunc(items, func(a, b keyed) int { return strings.Compare(a.id, b.id) })
 	if _, err := io.WriteString(w, "{"); err != nil {
 		return err
@@ -294,6 +294,12 @@ func writeSnapshot(w io.Writer, items []keyed) error {
 		if _, err := w.Write(it.e.raw); err != nil {
 			return err
 		}
+		if progress != nil && i%1024 == 0 {
+			progress(int64(i), int64(len(items)))
+		}
+	}
+	if progress != nil {
+		progress(int64(len(items)), int64(len(items)))
 	}
 	_, err := io.WriteString(w, "\n}\n")
 	return err

@@ -899,7 +899,7 @@ func (s *Store) compactLocked() error {
 		s.mu.Unlock()
 		return err
 	}
-	written, err := writeJobsFile(s.dir, func(w io.Writer) error { return writeSnapshot(w, items) })
+	written, err := writeJobsFile(s.dir, func(w io.Writer) error { return writeSnapshot(w, items, nil) })
 	if err != nil {
 		s.mu.Lock()
 		s.dirty = true

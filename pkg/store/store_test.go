@@ -476,3 +476,30 @@ func TestConcurrentWritersAndUpdates(t *testing.T) {
 		t.Fatalf("after crash: %d results, %d jobs", len(got.Results), len(all))
 	}
 }
+
+func TestProgressReachesTheTotal(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	for i := range 3000 {
+		if i%1000 == 0 {
+			mustCreate(t, s, newJob(i))
+			continue
+		}
+		j := newJob(i)
+		j.ID = fmt.Sprintf("job-%05d", i)
+		mustCreate(t, s, j)
+	}
+	var calls int
+	var last [2]int64
+	res, err := s.Backup(BackupOptions{Progress: func(done, total int64) { calls++; last = [2]int64{done, total} }})
+	if err != nil || calls < 3 || last != [2]int64{3000, 3000} {
+		t.Fatalf("backup progress: %d calls, last %v, %v", calls, last, err)
+	}
+	s.Close()
+	calls = 0
+	v, err := VerifyWith(dir, func(done, total int64) { calls++; last = [2]int64{done, total} })
+	st, _ := os.Stat(res.Path)
+	if err != nil || !v.OK || calls != 3 || last[0] != last[1] || last[1] < st.Size() {
+		t.Fatalf("verify progress: %d calls, last %v, %+v %v", calls, last, v, err)
+	}
+}

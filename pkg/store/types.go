@@ -118,10 +118,16 @@ type CleanupResult struct {
 	IDs     []string `json:"ids"`
 }
 
+// Progress hears how far a long operation is: done of total units.
+type Progress func(done, total int64)
+
 // BackupOptions controls backup files.
 type BackupOptions struct {
 	Compress bool // gzip, adding .gz to the name
 	Keep     int  // newest backups kept after writing one; zero keeps all
+	// Progress, if set, hears jobs written (for Restore, first of the
+	// safety backup, then of the restored jobs).
+	Progress Progress
 }
 
 // BackupResult reports a written backup; its JSON is the CLI's output.
