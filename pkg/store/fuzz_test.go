@@ -53,6 +53,8 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add([]byte(`{"a": {"id": "a", "status": "pending", "created_at": "2025-01-01T00:00:00Z"}}`))
 	f.Add([]byte(`{"a\u0041": 1}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte("{\n\"a\": {\"id\": \"a\", \"status\": \"pending\", \"created_at\": \"2025-01-01T00:00:00Z\"},\n\"b\": {\"id\": \"b\", \"status\": \"pending\", \"created_at\": \"2025-01-01T00:00:00Z\"}\n}\n"))
+	f.Add([]byte("{\n}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		jobs, problems, err := decodeSnapshot(data)
 		var ref map[string]json.RawMessage
@@ -121,4 +123,17 @@ func eqTime(a, b *time.Time) bool {
 		return a == nil && b == nil
 	}
 	return a.Equal(*b)
+}
+
+func TestUnquoteRejectsWhatJSONRejects(t *testing.T) {
+	for _, s := range []string{"\"a\tb\"", "\"é\tb\"", "\"a\\qb\"", "\"\\u00zz\""} {
+		if _, err := unquote([]byte(s)); err == nil {
+			t.Errorf("%q accepted", s)
+		}
+	}
+	for s, want := range map[string]string{`"abc"`: "abc", `"é"`: "é", `"a\nb"`: "a\nb", "\"\xff\"": "\ufffd"} {
+		if got, err := unquote([]byte(s)); err != nil || got != want {
+			t.Errorf("%q: %q %v", s, got, err)
+		}
+	}
 }

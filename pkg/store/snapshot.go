@@ -88,15 +88,17 @@ type jobProblem struct {
 // is returned as err; jobs that break invariants are listed in problems and
 // left out of the map. Values alias data.
 func decodeSnapshot(data []byte) (map[string]*entry, []jobProblem, error) {
-	var items []keyed
-	var raws [][]byte
-	err := scanObject(data, func(key string, raw []byte) error {
-		items = append(items, keyed{id: key})
-		raws = append(raws, raw)
-		return nil
-	})
-	if err != nil {
-		return nil, nil, err
+	items, raws, ok := splitLines(data)
+	if !ok {
+		items, raws = nil, nil
+		err := scanObject(data, func(key string, raw []byte) error {
+			items = append(items, keyed{id: key})
+			raws = append(raws, raw)
+			return nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
 	}
 	errs := make([]error, len(items))
 	// Indexing is the cost of opening a large store; use every core.
@@ -134,6 +136,55 @@ func decodeSnapshot(data []byte) (map[string]*entry, []jobProblem, error) {
 		jobs[it.id] = it.e
 	}
 	return jobs, problems, nil
+}
+
+// splitLines splits a jobs.json in the layout writeSnapshot produces (the
+// opening brace, then one `"id": {...}` per line, then the closing brace)
+// by finding newlines, which is much faster than walking every byte. A raw
+// newline cannot occur inside compact JSON, so in that layout each line is
+// exactly one job; the values are validated when they are decoded. Any
+// other layout reports !ok and is parsed by scanObject.
+func splitLines(data []byte) ([]keyed, [][]byte, bool) {
+	if string(data) == "{\n}\n" {
+		return nil, nil, true
+	}
+	body, ok := bytes.CutPrefix(data, []byte("{\n"))
+	if !ok {
+		return nil, nil, false
+	}
+	if body, ok = bytes.CutSuffix(body, []byte("\n}\n")); !ok {
+		return nil, nil, false
+	}
+	n := bytes.Count(body, []byte{'\n'}) + 1
+	items := make([]keyed, 0, n)
+	raws := make([][]byte, 0, n)
+	for len(body) > 0 {
+		line, rest, more := bytes.Cut(body, []byte{'\n'})
+		body = rest
+		if more {
+			if line, ok = bytes.CutSuffix(line, []byte(",")); !ok {
+				return nil, nil, false
+			}
+		}
+		if len(line) == 0 || line[0] != '"' {
+			return nil, nil, false
+		}
+		end, err := skipString(line, 0)
+		if err != nil {
+			return nil, nil, false
+		}
+		key, err := unquote(line[:end])
+		if err != nil {
+			return nil, nil, false
+		}
+		value, ok := bytes.CutPrefix(line[end:], []byte(": "))
+		if !ok {
+			return nil, nil, false
+		}
+		items = append(items, keyed{id: key})
+		raws = append(raws, value)
+	}
+	return items, raws, true
 }
 
 // scanObject splits a top-level JSON object into keys and raw values without
@@ -264,12 +315,25 @@ func skipValue(data []byte, i int) (int, error) {
 }
 
 func unquote(s []byte) (string, error) {
-	if bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
+	if plainString(s) {
 		return string(s[1 : len(s)-1]), nil
 	}
 	var out string
 	err := json.Unmarshal(s, &out)
 	return out, err
+}
+
+// plainString reports whether a quoted JSON string needs no decoding: no
+// escapes, no control characters (which make it invalid) and valid UTF-8.
+func plainString(s []byte) bool {
+	ascii := true
+	for _, c := range s {
+		if c < 0x20 || c == '\\' {
+			return false
+		}
+		ascii = ascii && c < utf8.RuneSelf
+	}
+	return ascii || utf8.Valid(s)
 }
 
 // writeSnapshot writes jobs in the jobs.json format, one job per line, in id
