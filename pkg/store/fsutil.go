@@ -46,14 +46,18 @@ func writeFileAtomic(path string, write func(w io.Writer) error) (err error) {
 	if err = f.Close(); err != nil {
 		return err
 	}
-	if err = os.Rename(tmp, path); err != nil {
+	if err = replaceFile(tmp, path); err != nil {
 		return err
 	}
 	return syncDir(filepath.Dir(path))
 }
 
-// syncDir makes a rename or create in dir durable.
+// syncDir makes a rename or create in dir durable. Windows cannot sync a
+// directory (NTFS journals the rename itself), so there it does nothing.
 func syncDir(dir string) error {
+	if !canSyncDir {
+		return nil
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -60,6 +62,11 @@ func (s *Store) SetOwner(o Owner) error {
 	return s.writeOwner(o)
 }
 
+// ownerOffset is where the owner record starts in secauto.lock. On Windows
+// the lock covers byte 0 and no other handle may read or write it, so the
+// record lives after it.
+const ownerOffset = 1
+
 // writeOwner rewrites the lock file in place: renaming a new file over it
 // would leave the lock on an unlinked inode and let a second writer in.
 func (s *Store) writeOwner(o Owner) error {
@@ -73,10 +80,10 @@ func (s *Store) writeOwner(o Owner) error {
 		return err
 	}
 	defer f.Close()
-	if _, err := f.WriteAt(data, 0); err != nil {
+	if _, err := f.WriteAt(data, ownerOffset); err != nil {
 		return fmt.Errorf("record owner in %s: %w", LockFile, err)
 	}
-	if err := f.Truncate(int64(len(data))); err != nil {
+	if err := f.Truncate(ownerOffset + int64(len(data))); err != nil {
 		return err
 	}
 	return f.Sync()
@@ -90,7 +97,7 @@ func ReadOwner(dir string) (Owner, error) {
 	// The holder may be rewriting the file; a torn read parses badly, so try again.
 	for range 5 {
 		var data []byte
-		data, err = os.ReadFile(dir + string(os.PathSeparator) + LockFile)
+		data, err = readOwnerBytes(filepath.Join(dir, LockFile))
 		if errors.Is(err, fs.ErrNotExist) {
 			return o, err
 		}
@@ -102,6 +109,27 @@ func ReadOwner(dir string) (Owner, error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return o, err
+}
+
+func readOwnerBytes(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() <= ownerOffset {
+		return nil, errors.New("the lock file records no owner")
+	}
+	data := make([]byte, st.Size()-ownerOffset)
+	n, err := f.ReadAt(data, ownerOffset)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return data[:n], nil
 }
 
 // Locked reports whether a process holds dir's lock, and if so what the

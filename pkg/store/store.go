@@ -943,6 +943,8 @@ func (s *Store) cutJournal(mark int64) error {
 			return fmt.Errorf("read %s: %w", jpath, err)
 		}
 	}
+	// Our own handle goes first: Windows refuses to replace an open file.
+	s.journal.Close()
 	err := writeFileAtomic(jpath, func(w io.Writer) error {
 		if _, err := io.WriteString(w, journalMagic); err != nil {
 			return err
@@ -950,18 +952,18 @@ func (s *Store) cutJournal(mark int64) error {
 		_, err := w.Write(tail)
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("cut %s: %w", jpath, err)
-	}
-	f, err := os.OpenFile(jpath, os.O_WRONLY|os.O_APPEND, fileMode)
-	if err != nil {
+	f, oerr := os.OpenFile(jpath, os.O_WRONLY|os.O_APPEND, fileMode)
+	if oerr != nil {
 		s.mu.Lock()
-		s.err = fmt.Errorf("reopen %s: %w", jpath, err)
+		s.err = fmt.Errorf("reopen %s: %w", jpath, oerr)
 		s.mu.Unlock()
 		return s.err
 	}
-	s.journal.Close()
 	s.journal = f
+	if err != nil {
+		// The old journal is still in place, whole; it was reopened above.
+		return fmt.Errorf("cut %s: %w", jpath, err)
+	}
 	s.mu.Lock()
 	s.jsize = int64(len(journalMagic) + len(tail))
 	s.mu.Unlock()
