@@ -226,7 +226,9 @@ func (s *Store) load() error {
 	for _, e := range s.jobs {
 		s.counts[e.status]++
 	}
-	s.dirty = len(recs) > 0
+	// A new store has no jobs.json yet; write one at the first snapshot so
+	// operators' scripts always find it.
+	s.dirty = len(recs) > 0 || !exists(s.path(SnapshotFile))
 	if err := s.openJournal(int64(max(len(jdata), len(journalMagic)))); err != nil {
 		return err
 	}
