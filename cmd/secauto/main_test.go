@@ -1,0 +1,143 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/secauto/secauto/pkg/cli"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"secauto": func() { os.Exit(cli.Main(os.Args[1:])) },
+	})
+}
+
+// TestScripts runs every testdata/*.txtar script against the real binary.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata",
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			// A user's own configuration must not leak into the scripts.
+			env.Setenv("SECAUTO_CONFIG", "")
+			env.Setenv("NO_COLOR", "1")
+			// Race-enabled binaries sleep a second at exit by default, which
+			// would make every command in the scripts take a second.
+			env.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"exits":       cmdExits,
+			"replace":     cmdReplace,
+			"count":       cmdCount,
+			"newest":      cmdNewest,
+			"writebytes":  cmdWriteBytes,
+			"appendbytes": cmdAppendBytes,
+		},
+	})
+}
+
+// exits N command [args...] runs a command and checks its exact exit code,
+// which "exec" and "! exec" cannot tell apart.
+func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exits CODE command [args...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exit code %q is not a number", args[0])
+	}
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("%v", err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("%s exited %d, want %d", strings.Join(args[1:], " "), got, want)
+	}
+}
+
+// replace FILE OLD NEW changes the first OLD in FILE to NEW, keeping the
+// size when both have the same length: the tampering a checksum must catch.
+func cmdReplace(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: replace FILE OLD NEW")
+	}
+	path := ts.MkAbs(args[0])
+	data, err := os.ReadFile(path)
+	ts.Check(err)
+	s := string(data)
+	if !strings.Contains(s, args[1]) {
+		ts.Fatalf("%s does not contain %q", args[0], args[1])
+	}
+	ts.Check(os.WriteFile(path, []byte(strings.Replace(s, args[1], args[2], 1)), 0o600))
+}
+
+// count N GLOB checks how many files match GLOB.
+func cmdCount(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: count N GLOB")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("count %q is not a number", args[0])
+	}
+	matches, err := filepath.Glob(ts.MkAbs(args[1]))
+	ts.Check(err)
+	if len(matches) != want {
+		ts.Fatalf("%d files match %s, want %d: %v", len(matches), args[1], want, matches)
+	}
+}
+
+// newest VAR GLOB sets VAR to the path, relative to $WORK, of the last file
+// matching GLOB in name order (for timestamped backups, the newest), and
+// VAR_name to its base name.
+func cmdNewest(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: newest VAR GLOB")
+	}
+	matches, err := filepath.Glob(ts.MkAbs(args[1]))
+	ts.Check(err)
+	if len(matches) == 0 {
+		ts.Fatalf("no file matches %s", args[1])
+	}
+	sort.Strings(matches)
+	rel, err := filepath.Rel(ts.Getenv("WORK"), matches[len(matches)-1])
+	ts.Check(err)
+	ts.Setenv(args[0], rel)
+	ts.Setenv(args[0]+"_name", filepath.Base(rel))
+}
+
+// writebytes FILE TEXT writes TEXT, with Go escapes such as \x00, to FILE:
+// for files that must not be valid.
+func cmdWriteBytes(ts *testscript.TestScript, neg bool, args []string) {
+	writeBytes(ts, neg, args, os.O_TRUNC)
+}
+
+// appendbytes FILE TEXT appends TEXT to FILE, as a torn write would.
+func cmdAppendBytes(ts *testscript.TestScript, neg bool, args []string) {
+	writeBytes(ts, neg, args, os.O_APPEND)
+}
+
+func writeBytes(ts *testscript.TestScript, neg bool, args []string, mode int) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: writebytes|appendbytes FILE TEXT")
+	}
+	s, err := strconv.Unquote(`"` + strings.ReplaceAll(args[1], `"`, `\"`) + `"`)
+	ts.Check(err)
+	f, err := os.OpenFile(ts.MkAbs(args[0]), os.O_CREATE|os.O_WRONLY|mode, 0o600)
+	ts.Check(err)
+	_, err = f.WriteString(s)
+	ts.Check(errors.Join(err, f.Close()))
+}

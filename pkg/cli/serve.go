@@ -1,0 +1,164 @@
+package cli
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/secauto/secauto/pkg/config"
+	"github.com/secauto/secauto/pkg/server"
+	"github.com/secauto/secauto/pkg/store"
+	"github.com/spf13/cobra"
+)
+
+// ServeOptions holds "serve"'s flags and dependencies.
+type ServeOptions struct {
+	IO     *IOStreams
+	Config func() (*config.Config, error)
+	// StoreDir returns the data directory (--data-dir or the config).
+	StoreDir func() (string, error)
+	// Run is the daemon; server.Run outside tests.
+	Run func(context.Context, server.Options) error
+
+	Port     *int
+	Workers  *int
+	Address  *string
+	Insecure bool
+}
+
+// NewCmdServe is "secauto serve".
+func NewCmdServe(f *Factory, runF func(*ServeOptions) error) *cobra.Command {
+	opts := &ServeOptions{IO: f.IOStreams, Config: f.Config, StoreDir: f.StoreDir, Run: server.Run}
+	var port, workers int
+	var address string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon: HTTP API, workers, recovery and maintenance",
+		Long: strings.TrimSpace(`
+Run the secauto daemon: the HTTP API that accepts playbooks, the worker pool
+that runs them as jobs, crash recovery at start, webhooks and background
+cleanup and backups.
+
+The daemon holds the data directory's lock for its lifetime; a second
+serve on the same directory exits with status 2 and names the first one.
+SIGINT or SIGTERM stop it gracefully: no new requests are accepted, running
+jobs get server.shutdown_timeout to finish, a complete jobs.json is
+written and the lock is released.
+
+Flags override server.port, server.workers and server.address from the
+config. A non-loopback address needs server.auth_tokens, or --insecure.
+The first releases' form "secauto -port 8080 -workers 5" still works.
+` + exitStatus("the daemon failed to start or stopped with an error")),
+		Example: example(`
+  secauto serve
+  secauto serve --port 9090 --workers 10
+  secauto serve --config /etc/secauto/config.yaml --data-dir /var/lib/secauto`),
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("port") {
+				opts.Port = &port
+			}
+			if cmd.Flags().Changed("workers") {
+				opts.Workers = &workers
+			}
+			if cmd.Flags().Changed("address") {
+				opts.Address = &address
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return serveRun(cmd.Context(), opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVarP(&port, "port", "p", config.DefaultPort, "TCP port of the API, 0 for any free port (default: server.port)")
+	fl.IntVarP(&workers, "workers", "w", config.DefaultWorkers, "jobs run at the same time (default: server.workers)")
+	fl.StringVar(&address, "address", config.DefaultAddress, "address to listen on (default: server.address)")
+	fl.BoolVar(&opts.Insecure, "insecure", false, "allow a non-loopback address without auth tokens")
+	return cmd
+}
+
+// serveOptions turns the configuration and flags into the daemon's options.
+func serveOptions(opts *ServeOptions, cfg *config.Config, dir string) (server.Options, error) {
+	so := server.Options{
+		Store: store.Options{
+			Dir:              dir,
+			SnapshotInterval: cfg.Jobs.SnapshotInterval.Duration(),
+		},
+		Address:         cfg.Server.Address,
+		Port:            cfg.Server.Port,
+		Workers:         cfg.Server.Workers,
+		AuthTokens:      cfg.Server.AuthTokens,
+		Insecure:        opts.Insecure,
+		MaxBodyBytes:    int64(cfg.Server.MaxBodyBytes),
+		ShutdownTimeout: cfg.Server.ShutdownTimeout.Duration(),
+	}
+	if opts.Port != nil {
+		if *opts.Port < 0 || *opts.Port > 65535 {
+			return so, usageErrorf("invalid --port %d: use 1-65535, or 0 for any free port", *opts.Port)
+		}
+		so.Port = *opts.Port
+	}
+	if opts.Workers != nil {
+		if *opts.Workers < 1 {
+			return so, usageErrorf("invalid --workers %d: run at least 1 worker", *opts.Workers)
+		}
+		so.Workers = *opts.Workers
+	}
+	if opts.Address != nil {
+		if strings.TrimSpace(*opts.Address) == "" {
+			return so, usageErrorf("invalid --address: give an IP such as 127.0.0.1 or a host name")
+		}
+		so.Address = *opts.Address
+	}
+	return so, nil
+}
+
+func serveRun(ctx context.Context, opts *ServeOptions) error {
+	cfg, err := opts.Config()
+	if err != nil {
+		return err
+	}
+	dir, err := opts.StoreDir()
+	if err != nil {
+		return err
+	}
+	so, err := serveOptions(opts, cfg, dir)
+	if err != nil {
+		return err
+	}
+	so.Logger = newLogger(opts.IO.ErrOut, opts.IO.IsStderrTTY(), cfg.Logging)
+	so.Store.Logger = so.Logger
+
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return opts.Run(ctx, so)
+}
+
+// newLogger builds the daemon's logger: text for a person at a terminal,
+// JSON for log collectors, unless logging.format says otherwise.
+func newLogger(w io.Writer, tty bool, lc config.Logging) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(lc.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	ho := &slog.HandlerOptions{Level: level}
+	format := lc.Format
+	if format == "" {
+		format = "json"
+		if tty {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, ho))
+	}
+	return slog.New(slog.NewJSONHandler(w, ho))
+}

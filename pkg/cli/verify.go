@@ -1,0 +1,160 @@
+package cli
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/secauto/secauto/pkg/store"
+	"github.com/spf13/cobra"
+)
+
+// VerifyOptions holds "verify"'s flags and dependencies.
+type VerifyOptions struct {
+	IO     *IOStreams
+	Verify func() (*store.VerifyResult, []store.BackupInfo, error)
+
+	Output outputFormat
+}
+
+// NewCmdVerify is "secauto verify".
+func NewCmdVerify(f *Factory, runF func(*VerifyOptions) error) *cobra.Command {
+	opts := &VerifyOptions{IO: f.IOStreams, Verify: f.verify}
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Check the snapshot, journal, backups and job invariants",
+		Long: strings.TrimSpace(`
+Check the data directory without changing it: jobs.json parses and every
+job keeps its invariants, every journal record is intact, and every backup
+matches its checksum and holds valid jobs.
+
+Every problem is printed, followed by the commands that repair it. With
+-o json the summary is printed even when problems are found. Takes no lock;
+safe while the daemon runs.
+` + exitStatus("problems were found")),
+		Example: example(`
+  secauto verify
+  secauto verify -o json | jq '.problems[]'`),
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(opts)
+			}
+			return verifyRun(opts)
+		},
+	}
+	addOutputFlag(cmd, &opts.Output)
+	return cmd
+}
+
+func (f *Factory) verify() (res *store.VerifyResult, backups []store.BackupInfo, err error) {
+	dir, err := f.existingStoreDir()
+	if err != nil {
+		return nil, nil, err
+	}
+	err = busy(f.IOStreams, "verifying", func(progress store.Progress) error {
+		res, err = store.VerifyWith(dir, progress)
+		if err != nil {
+			return err
+		}
+		if !res.OK {
+			// Only needed to point at a backup to restore.
+			backups, _ = store.ListBackups(dir)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot verify %s: %w", dir, err)
+	}
+	return res, backups, nil
+}
+
+func verifyRun(opts *VerifyOptions) error {
+	res, backups, err := opts.Verify()
+	if err != nil {
+		return err
+	}
+	if res.Problems == nil {
+		res.Problems = []store.Problem{}
+	}
+	if opts.Output != formatTable {
+		if err := printData(opts.IO.Out, opts.Output, res); err != nil {
+			return err
+		}
+		if !res.OK {
+			return errSilent
+		}
+		return nil
+	}
+	w := &errWriter{w: opts.IO.Out}
+	cs := opts.IO.ColorScheme()
+	summary := fmt.Sprintf("%s, %s, %s", plural(res.Jobs, "job"), plural(res.Journal, "journal record"), plural(res.Backups, "backup"))
+	if res.OK {
+		w.printf("%s: %s\n", cs.Green("no problems found"), summary)
+		return w.err
+	}
+	for _, p := range res.Problems {
+		w.printf("%s %s\n", cs.Red("problem:"), problemText(p))
+	}
+	w.printf("\n%s found (%s)\n", plural(len(res.Problems), "problem"), summary)
+	fixes := repairs(res.Problems, backups)
+	if len(fixes) > 0 {
+		w.printf("To repair:\n")
+		for _, fx := range fixes {
+			w.printf("  %s\n      %s\n", cs.Bold(fx.command), cs.Gray(fx.why))
+		}
+	}
+	if w.err != nil {
+		return w.err
+	}
+	return errSilent
+}
+
+func problemText(p store.Problem) string {
+	p.File = relPath(p.File)
+	return p.String()
+}
+
+// repair is a command that fixes problems verify found, and why.
+type repair struct{ command, why string }
+
+// repairs lists the commands that fix the problems found, most useful
+// first.
+func repairs(problems []store.Problem, backups []store.BackupInfo) []repair {
+	var snapshot, journal bool
+	var badBackups []string
+	seen := map[string]bool{}
+	for _, p := range problems {
+		base := filepath.Base(p.File)
+		switch {
+		case base == store.SnapshotFile:
+			snapshot = true
+		case base == store.JournalFile:
+			journal = true
+		case strings.HasPrefix(base, store.SnapshotFile+".backup.") && !seen[p.File]:
+			seen[p.File] = true
+			badBackups = append(badBackups, p.File)
+		}
+	}
+	good := "FILE"
+	for _, b := range backups { // newest first
+		if b.Verified {
+			good = relPath(b.Path)
+			break
+		}
+	}
+	var out []repair
+	if snapshot || journal {
+		out = append(out,
+			repair{"secauto recover", "cuts a damaged journal tail and replaces an unusable jobs.json with the newest backup that verifies"},
+			repair{"secauto backup restore " + good, "or restores the backup you choose instead"})
+	}
+	for _, b := range badBackups {
+		p := relPath(strings.TrimSuffix(b, ".sha256"))
+		out = append(out, repair{fmt.Sprintf("rm %s %s.sha256", p, p), "a damaged backup cannot be repaired; remove it"})
+	}
+	if len(badBackups) > 0 {
+		out = append(out, repair{"secauto backup create", "then write a fresh backup"})
+	}
+	return out
+}
