@@ -1,0 +1,373 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/secauto/secauto/pkg/config"
+	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/playbook"
+	"github.com/secauto/secauto/pkg/store"
+)
+
+// maxAttemptsLimit bounds max_attempts so that a retried playbook that
+// crashes the server stops doing so within a reasonable number of restarts.
+const maxAttemptsLimit = 100
+
+// SubmitRequest is the body of POST /playbook/async and POST /playbook.
+type SubmitRequest struct {
+	Playbook []job.Step     `json:"playbook"`
+	Context  map[string]any `json:"context,omitempty"`
+	// OnInterrupt is "fail" (default) or "retry": what recovery does with
+	// the job if the server dies while it runs.
+	OnInterrupt string `json:"on_interrupt,omitempty"`
+	// MaxAttempts caps the starts of a "retry" job; zero means 3.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+}
+
+// SubmitResponse is the 202 answer of POST /playbook/async.
+type SubmitResponse struct {
+	JobID  string     `json:"job_id"`
+	Status job.Status `json:"status"`
+}
+
+// StatsResponse is the answer of GET /stats.
+type StatsResponse struct {
+	// Jobs counts jobs by status; every status is present.
+	Jobs          map[job.Status]int `json:"jobs"`
+	Total         int                `json:"total"`
+	StoreBytes    int64              `json:"store_bytes"`
+	Store         store.Stats        `json:"store"`
+	StartedAt     time.Time          `json:"started_at"`
+	UptimeSeconds float64            `json:"uptime_seconds"`
+	Workers       int                `json:"workers"`
+	BusyWorkers   int64              `json:"busy_workers"`
+	QueueLength   int                `json:"queue_length"`
+	// LastBackup and LastCleanup are null until the server has run one.
+	LastBackup   *time.Time `json:"last_backup"`
+	LastCleanup  *time.Time `json:"last_cleanup"`
+	ShuttingDown bool       `json:"shutting_down"`
+}
+
+// HealthResponse is the answer of GET /health.
+type HealthResponse struct {
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// submit validates and persists a submission; the job is durable once it
+// returns without error.
+func (s *Server) submit(w http.ResponseWriter, r *http.Request) (*job.Job, *apiError) {
+	if s.draining.Load() {
+		return nil, errShuttingDown()
+	}
+	var req SubmitRequest
+	if aerr := decodeJSON(w, r, s.maxBody, &req); aerr != nil {
+		return nil, aerr
+	}
+	if err := playbook.Validate(req.Playbook); err != nil {
+		return nil, badRequest("invalid playbook: %v", err)
+	}
+	switch req.OnInterrupt {
+	case "", job.OnInterruptFail, job.OnInterruptRetry:
+	default:
+		return nil, badRequest("on_interrupt %q is not valid; use %q or %q", req.OnInterrupt, job.OnInterruptFail, job.OnInterruptRetry)
+	}
+	if req.MaxAttempts < 0 || req.MaxAttempts > maxAttemptsLimit {
+		return nil, badRequest("max_attempts must be between 1 and %d (0 means %d)", maxAttemptsLimit, job.DefaultMaxAttempts)
+	}
+	if req.Context == nil {
+		req.Context = map[string]any{}
+	}
+	j, err := s.st.Create(&job.Job{
+		Playbook:    req.Playbook,
+		Context:     req.Context,
+		Results:     []job.Result{},
+		OnInterrupt: req.OnInterrupt,
+		MaxAttempts: req.MaxAttempts,
+	})
+	if err != nil {
+		return nil, s.storeError("store the job", err)
+	}
+	s.metrics.submitted.Inc()
+	return j, nil
+}
+
+func errShuttingDown() *apiError {
+	return &apiError{http.StatusServiceUnavailable, "server is shutting down; submit again once it is back"}
+}
+
+// storeError maps a store failure to an answer: 503 when the store no
+// longer accepts writes, 500 otherwise. The cause is logged, not sent.
+func (s *Server) storeError(what string, err error) *apiError {
+	s.log.Error("store failure", "op", what, "error", err)
+	if errors.Is(err, store.ErrClosed) || s.st.Err() != nil {
+		return &apiError{http.StatusServiceUnavailable, fmt.Sprintf("cannot %s: the job store is not accepting writes; check the server log", what)}
+	}
+	return &apiError{http.StatusInternalServerError, fmt.Sprintf("cannot %s; check the server log", what)}
+}
+
+func (s *Server) handleSubmitAsync(w http.ResponseWriter, r *http.Request) {
+	j, aerr := s.submit(w, r)
+	if aerr != nil {
+		writeError(w, aerr.code, aerr.msg)
+		return
+	}
+	// If the queue is closed (shutdown began after the job was stored), the
+	// job stays pending in the store and runs after the restart; the 202
+	// is still true.
+	s.queue.push(j.ID)
+	writeJSON(w, http.StatusAccepted, SubmitResponse{JobID: j.ID, Status: job.Pending})
+}
+
+// handleSubmitWait answers once the job has ended. A client that goes away
+// does not stop the job.
+func (s *Server) handleSubmitWait(w http.ResponseWriter, r *http.Request) {
+	j, aerr := s.submit(w, r)
+	if aerr != nil {
+		writeError(w, aerr.code, aerr.msg)
+		return
+	}
+	ch := make(chan *job.Job, 1)
+	s.mu.Lock()
+	s.waiters[j.ID] = append(s.waiters[j.ID], ch)
+	s.mu.Unlock()
+	s.queue.push(j.ID)
+
+	select {
+	case done := <-ch:
+		writeJSON(w, http.StatusOK, done)
+	case <-r.Context().Done():
+		s.dropWaiter(j.ID, ch)
+	case <-s.stopped:
+		select {
+		case done := <-ch:
+			writeJSON(w, http.StatusOK, done)
+			return
+		default:
+		}
+		s.dropWaiter(j.ID, ch)
+		writeJSON(w, http.StatusServiceUnavailable, struct {
+			Error string `json:"error"`
+			JobID string `json:"job_id"`
+		}{
+			Error: fmt.Sprintf("server is shutting down; job %s stays pending and runs after the restart", j.ID),
+			JobID: j.ID,
+		})
+	}
+}
+
+func (s *Server) dropWaiter(id string, ch chan *job.Job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ws := s.waiters[id]
+	for i, w := range ws {
+		if w == ch {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(s.waiters, id)
+	} else {
+		s.waiters[id] = ws
+	}
+}
+
+// ParseJobFilter reads the query of GET /jobs: status (comma-separated or
+// repeated), since (RFC 3339 time, YYYY-MM-DD, or a duration back from now
+// such as 1h or 30d) and limit.
+func ParseJobFilter(q map[string][]string, now time.Time) (store.Filter, error) {
+	var f store.Filter
+	for _, v := range q["status"] {
+		for _, name := range strings.Split(v, ",") {
+			name = strings.TrimSpace(name)
+			if name == "" {
+				continue
+			}
+			st, err := job.ParseStatus(name)
+			if err != nil {
+				return f, err
+			}
+			f.Statuses = append(f.Statuses, st)
+		}
+	}
+	if v := first(q["since"]); v != "" {
+		t, err := parseSince(v, now)
+		if err != nil {
+			return f, err
+		}
+		f.Since = t
+	}
+	if v := first(q["limit"]); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return f, fmt.Errorf("limit %q is not valid; give a whole number of jobs, 0 for all", v)
+		}
+		f.Limit = n
+	}
+	return f, nil
+}
+
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
+}
+
+// parseSince reads a point in time: an RFC 3339 time, a date, or a
+// duration (Go syntax plus days) counted back from now.
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t, nil
+	}
+	d, err := config.ParseDuration(v)
+	if err != nil || d < 0 {
+		return time.Time{}, fmt.Errorf("since %q is not valid; give an RFC 3339 time like 2025-07-09T15:30:00Z or a duration like 1h or 30d", v)
+	}
+	return now.Add(-d), nil
+}
+
+func (s *Server) handleListJobs(w http.ResponseWriter, r *http.Request) {
+	f, err := ParseJobFilter(r.URL.Query(), time.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	jobs, err := s.st.List(f)
+	if err != nil {
+		aerr := s.storeError("list jobs", err)
+		writeError(w, aerr.code, aerr.msg)
+		return
+	}
+	if jobs == nil {
+		jobs = []*job.Job{}
+	}
+	writeJSON(w, http.StatusOK, jobs)
+}
+
+// lookup finds the job named by the {id} path value; a unique id prefix is
+// accepted, as the CLI accepts it.
+func (s *Server) lookup(r *http.Request) (*job.Job, *apiError) {
+	id := r.PathValue("id")
+	j, err := s.st.Get(id)
+	switch {
+	case err == nil:
+		return j, nil
+	case errors.Is(err, store.ErrNotFound):
+		return nil, &apiError{http.StatusNotFound, fmt.Sprintf("job %s not found", id)}
+	case errors.Is(err, store.ErrAmbiguous):
+		return nil, badRequest("job id prefix %s matches more than one job; give more of the id", id)
+	}
+	return nil, s.storeError("read the job", err)
+}
+
+func (s *Server) handleGetJob(w http.ResponseWriter, r *http.Request) {
+	j, aerr := s.lookup(r)
+	if aerr != nil {
+		writeError(w, aerr.code, aerr.msg)
+		return
+	}
+	writeJSON(w, http.StatusOK, j)
+}
+
+func (s *Server) handleCancelJob(w http.ResponseWriter, r *http.Request) {
+	j, aerr := s.lookup(r)
+	if aerr != nil {
+		writeError(w, aerr.code, aerr.msg)
+		return
+	}
+	if j.Status.Terminal() {
+		writeError(w, http.StatusConflict, (&conflictError{j}).Error()+"; only pending and running jobs can be cancelled")
+		return
+	}
+	j, aerr = s.cancel(r, j.ID)
+	if aerr != nil {
+		writeError(w, aerr.code, aerr.msg)
+		return
+	}
+	s.log.Info("job cancelled", "job_id", j.ID)
+	writeJSON(w, http.StatusOK, j)
+}
+
+func (s *Server) cancel(r *http.Request, id string) (*job.Job, *apiError) {
+	j, err := s.cancelJob(r.Context(), id)
+	var ce *conflictError
+	switch {
+	case err == nil:
+		return j, nil
+	case errors.As(err, &ce):
+		return nil, &apiError{http.StatusConflict, err.Error() + "; only pending and running jobs can be cancelled"}
+	case errors.Is(err, store.ErrNotFound):
+		return nil, &apiError{http.StatusNotFound, fmt.Sprintf("job %s not found", id)}
+	case r.Context().Err() != nil:
+		return nil, &apiError{http.StatusServiceUnavailable, "request ended before the job stopped"}
+	}
+	return nil, s.storeError("cancel the job", err)
+}
+
+// handleDeleteJob cancels a live job, then deletes it durably.
+func (s *Server) handleDeleteJob(w http.ResponseWriter, r *http.Request) {
+	j, aerr := s.lookup(r)
+	if aerr != nil {
+		writeError(w, aerr.code, aerr.msg)
+		return
+	}
+	if !j.Status.Terminal() {
+		if _, aerr := s.cancel(r, j.ID); aerr != nil && aerr.code != http.StatusConflict {
+			writeError(w, aerr.code, aerr.msg)
+			return
+		}
+	}
+	if err := s.st.Delete(j.ID); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("job %s not found", j.ID))
+			return
+		}
+		aerr := s.storeError("delete the job", err)
+		writeError(w, aerr.code, aerr.msg)
+		return
+	}
+	s.log.Info("job deleted", "job_id", j.ID)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "shutting_down"})
+		return
+	}
+	if err := s.st.Err(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "unavailable", Error: "the job store is not accepting writes: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, HealthResponse{Status: "ok"})
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
+	st := s.st.Stats()
+	byStatus := make(map[job.Status]int, len(job.Statuses))
+	for _, status := range job.Statuses {
+		byStatus[status] = st.ByStatus[status]
+	}
+	writeJSON(w, http.StatusOK, StatsResponse{
+		Jobs:          byStatus,
+		Total:         st.Jobs,
+		StoreBytes:    st.SnapshotBytes + st.JournalBytes,
+		Store:         st,
+		StartedAt:     s.started.UTC(),
+		UptimeSeconds: time.Since(s.started).Seconds(),
+		Workers:       s.workers,
+		BusyWorkers:   s.busy.Load(),
+		QueueLength:   s.queue.len(),
+		ShuttingDown:  s.draining.Load(),
+	})
+}
