@@ -165,8 +165,7 @@ func VerifyWith(dir string, progress Progress) (*VerifyResult, error) {
 		return nil, fmt.Errorf("%s is not a directory", dir)
 	}
 	res := &VerifyResult{Problems: []Problem{}}
-	var pmu sync.Mutex
-	add := func(p Problem) { pmu.Lock(); res.Problems = append(res.Problems, p); pmu.Unlock() }
+	add := func(p Problem) { res.Problems = append(res.Problems, p) }
 	paths, err := backupPaths(dir)
 	if err != nil {
 		add(Problem{File: dir, Message: err.Error()})
