@@ -12,6 +12,7 @@ import (
 	"github.com/secauto/secauto/pkg/config"
 	"github.com/secauto/secauto/pkg/server"
 	"github.com/secauto/secauto/pkg/store"
+	"github.com/secauto/secauto/pkg/webhook"
 	"github.com/spf13/cobra"
 )
 
@@ -96,6 +97,18 @@ func serveOptions(opts *ServeOptions, cfg *config.Config, dir string) (server.Op
 		Insecure:        opts.Insecure,
 		MaxBodyBytes:    int64(cfg.Server.MaxBodyBytes),
 		ShutdownTimeout: cfg.Server.ShutdownTimeout.Duration(),
+		Maintenance: server.Maintenance{
+			Retention:         cfg.Jobs.Retention(""),
+			RetentionByStatus: cfg.Jobs.RetentionOverrides(),
+			CleanupInterval:   cfg.Jobs.CleanupInterval.Duration(),
+			BackupEnabled:     cfg.Jobs.BackupEnabled,
+			BackupInterval:    cfg.Jobs.BackupInterval.Duration(),
+			BackupKeep:        cfg.Jobs.BackupKeep,
+			BackupCompress:    cfg.Jobs.BackupCompress,
+		},
+	}
+	for _, w := range cfg.Webhooks {
+		so.Webhooks = append(so.Webhooks, webhook.Endpoint{URL: w.URL, Events: w.Events, Secret: w.Secret})
 	}
 	if opts.Port != nil {
 		if *opts.Port < 0 || *opts.Port > 65535 {

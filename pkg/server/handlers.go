@@ -12,6 +12,7 @@ import (
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/playbook"
 	"github.com/secauto/secauto/pkg/store"
+	"github.com/secauto/secauto/pkg/webhook"
 )
 
 // maxAttemptsLimit bounds max_attempts so that a retried playbook that
@@ -48,9 +49,11 @@ type StatsResponse struct {
 	BusyWorkers   int64              `json:"busy_workers"`
 	QueueLength   int                `json:"queue_length"`
 	// LastBackup and LastCleanup are null until the server has run one.
-	LastBackup   *time.Time `json:"last_backup"`
-	LastCleanup  *time.Time `json:"last_cleanup"`
-	ShuttingDown bool       `json:"shutting_down"`
+	LastBackup  *time.Time `json:"last_backup"`
+	LastCleanup *time.Time `json:"last_cleanup"`
+	// WebhookBacklog counts deliveries waiting in the outbox.
+	WebhookBacklog int  `json:"webhook_backlog"`
+	ShuttingDown   bool `json:"shutting_down"`
 }
 
 // HealthResponse is the answer of GET /health.
@@ -359,15 +362,16 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		byStatus[status] = st.ByStatus[status]
 	}
 	writeJSON(w, http.StatusOK, StatsResponse{
-		Jobs:          byStatus,
-		Total:         st.Jobs,
-		StoreBytes:    st.SnapshotBytes + st.JournalBytes,
-		Store:         st,
-		StartedAt:     s.started.UTC(),
-		UptimeSeconds: time.Since(s.started).Seconds(),
-		Workers:       s.workers,
-		BusyWorkers:   s.busy.Load(),
-		QueueLength:   s.queue.len(),
-		ShuttingDown:  s.draining.Load(),
+		Jobs:           byStatus,
+		Total:          st.Jobs,
+		StoreBytes:     st.SnapshotBytes + st.JournalBytes,
+		Store:          st,
+		StartedAt:      s.started.UTC(),
+		UptimeSeconds:  time.Since(s.started).Seconds(),
+		Workers:        s.workers,
+		BusyWorkers:    s.busy.Load(),
+		QueueLength:    s.queue.len(),
+		WebhookBacklog: webhook.Pending(s.st),
+		ShuttingDown:   s.draining.Load(),
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/webhook"
 )
 
 // metrics is the server's own Prometheus registry, not the global default:
@@ -19,6 +20,7 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	submitted prometheus.Counter
+	webhooks  *prometheus.CounterVec
 }
 
 func newMetrics(s *Server, o Options) *metrics {
@@ -37,9 +39,17 @@ func newMetrics(s *Server, o Options) *metrics {
 			Name: "secauto_jobs_submitted_total",
 			Help: "Jobs accepted through the API.",
 		}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "secauto_webhook_deliveries_total",
+			Help: "Webhook delivery attempts, by event and result (delivered or failed).",
+		}, []string{"event", "result"}),
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.submitted,
+		m.requests, m.duration, m.submitted, m.webhooks,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "secauto_webhook_backlog",
+			Help: "Webhook deliveries waiting in the outbox, including those being retried.",
+		}, func() float64 { return float64(webhook.Pending(s.st)) }),
 		storeCollector{s},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "secauto_queue_length",
@@ -96,6 +106,14 @@ func (m *metrics) request(pattern string, code int) {
 		pattern = "unmatched"
 	}
 	m.requests.WithLabelValues(pattern, strconv.Itoa(code)).Inc()
+}
+
+func (m *metrics) webhookDelivery(event string, err error, _ time.Duration) {
+	result := "delivered"
+	if err != nil {
+		result = "failed"
+	}
+	m.webhooks.WithLabelValues(event, result).Inc()
 }
 
 func (m *metrics) jobFinished(j *job.Job) {

@@ -24,6 +24,7 @@ import (
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/playbook"
 	"github.com/secauto/secauto/pkg/store"
+	"github.com/secauto/secauto/pkg/webhook"
 )
 
 // Defaults applied to zero Options fields.
@@ -63,33 +64,30 @@ type Options struct {
 	Ready func(addr string)
 	// Runner executes playbooks; nil means a zero playbook.Runner.
 	Runner *playbook.Runner
-	// Events receives job events (recovered, completed, failed,
-	// cancelled); nil drops them.
-	Events Notifier
+	// Webhooks are the endpoints events are delivered to (SPEC §9).
+	Webhooks []webhook.Endpoint
+	// Maintenance configures cleanup and backups, run in the background
+	// and through the admin endpoints.
+	Maintenance Maintenance
+	// Now is the clock; nil means time.Now. Tests use a fake one.
+	Now func() time.Time
 
 	// syncMetrics is set by Run, which must create it before the store.
 	syncMetrics *syncMetrics
 }
 
-// Job event names passed to a Notifier; they are the webhook event names of
-// SPEC section 9.
-const (
-	EventJobRecovered = "job.recovered"
-	EventJobCompleted = "job.completed"
-	EventJobFailed    = "job.failed"
-	EventJobCancelled = "job.cancelled"
-)
-
-// Notifier receives job events after the change they report is durable.
-// JobEvent is called from workers and request handlers, so it must return
-// quickly (queue, do not deliver inline); j is never modified afterwards.
-type Notifier interface {
-	JobEvent(event string, j *job.Job)
+// Maintenance is the data directory's upkeep: the retention cleanup
+// applies and the backups it writes. A zero interval turns that background
+// run off; the admin endpoints work either way.
+type Maintenance struct {
+	Retention         time.Duration
+	RetentionByStatus map[job.Status]time.Duration
+	CleanupInterval   time.Duration
+	BackupEnabled     bool
+	BackupInterval    time.Duration
+	BackupKeep        int
+	BackupCompress    bool
 }
-
-type nopNotifier struct{}
-
-func (nopNotifier) JobEvent(string, *job.Job) {}
 
 // Causes given to a running job's context so the worker can tell why it
 // stopped.
@@ -104,7 +102,10 @@ var (
 type Server struct {
 	st      *store.Store
 	log     *slog.Logger
-	events  Notifier
+	now     func() time.Time
+	maint   Maintenance
+	outbox  *webhook.Outbox
+	hooks   *webhook.Dispatcher
 	runner  *playbook.Runner
 	workers int
 	maxBody int64
@@ -120,8 +121,13 @@ type Server struct {
 	jobsCtx  context.Context
 	stopJobs context.CancelCauseFunc
 	wg       sync.WaitGroup
-	busy     atomic.Int64
-	draining atomic.Bool
+	// hooksCtx stops webhook delivery, after the workers, so that events
+	// of jobs that end during shutdown still get their first attempt.
+	hooksCtx  context.Context
+	stopHooks context.CancelFunc
+	hooksDone chan struct{}
+	busy      atomic.Int64
+	draining  atomic.Bool
 	// stopped is closed once every worker has exited.
 	stopped chan struct{}
 
@@ -145,17 +151,20 @@ type run struct {
 func New(st *store.Store, o Options) (*Server, error) {
 	o = o.withDefaults()
 	s := &Server{
-		st:      st,
-		log:     o.Logger,
-		events:  o.Events,
-		runner:  o.Runner,
-		workers: o.Workers,
-		maxBody: o.MaxBodyBytes,
-		started: time.Now(),
-		queue:   newQueue(),
-		stopped: make(chan struct{}),
-		running: make(map[string]*run),
-		waiters: make(map[string][]chan *job.Job),
+		st:        st,
+		log:       o.Logger,
+		now:       o.Now,
+		maint:     o.Maintenance,
+		outbox:    webhook.NewOutbox(o.Webhooks, o.Now),
+		runner:    o.Runner,
+		workers:   o.Workers,
+		maxBody:   o.MaxBodyBytes,
+		started:   time.Now(),
+		queue:     newQueue(),
+		stopped:   make(chan struct{}),
+		hooksDone: make(chan struct{}),
+		running:   make(map[string]*run),
+		waiters:   make(map[string][]chan *job.Job),
 	}
 	for _, t := range o.AuthTokens {
 		if t == "" {
@@ -164,7 +173,15 @@ func New(st *store.Store, o Options) (*Server, error) {
 		s.tokens = append(s.tokens, hashToken(t))
 	}
 	s.jobsCtx, s.stopJobs = context.WithCancelCause(context.Background())
+	s.hooksCtx, s.stopHooks = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s, o)
+	s.hooks = &webhook.Dispatcher{
+		Store:      st,
+		Endpoints:  o.Webhooks,
+		Logger:     o.Logger,
+		Now:        o.Now,
+		OnDelivery: s.metrics.webhookDelivery,
+	}
 	s.handler = s.routes()
 
 	pending, err := st.List(store.Filter{Statuses: []job.Status{job.Pending}, Oldest: true})
@@ -196,8 +213,8 @@ func (o Options) withDefaults() Options {
 	if o.Runner == nil {
 		o.Runner = &playbook.Runner{}
 	}
-	if o.Events == nil {
-		o.Events = nopNotifier{}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	if o.syncMetrics == nil {
 		o.syncMetrics = newSyncMetrics()
@@ -208,9 +225,14 @@ func (o Options) withDefaults() Options {
 // Handler returns the HTTP API.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Start launches the workers. Calling it again does nothing.
+// Start launches the workers and webhook delivery. Calling it again does
+// nothing.
 func (s *Server) Start() {
 	s.startOnce.Do(func() {
+		go func() {
+			defer close(s.hooksDone)
+			s.hooks.Run(s.hooksCtx)
+		}()
 		s.wg.Add(s.workers)
 		for range s.workers {
 			go s.worker()
@@ -244,6 +266,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			<-workersDone
 		}
 		s.stopJobs(nil)
+		// Undelivered events stay in the outbox for the next start.
+		s.stopHooks()
+		<-s.hooksDone
 		close(s.stopped)
 	})
 	return err
@@ -283,7 +308,10 @@ func Run(ctx context.Context, o Options) error {
 		return nil
 	}
 
-	rec, err := st.Recover(store.RecoverOptions{})
+	// The job.recovered events are written with the recovered jobs, so an
+	// interrupted job is announced even if this start crashes too.
+	outbox := webhook.NewOutbox(o.Webhooks, o.Now)
+	rec, err := st.Recover(store.RecoverOptions{Also: outbox.JobRecords(webhook.JobRecovered)})
 	if err != nil {
 		return errors.Join(fmt.Errorf("recover jobs: %w", err), closeStore())
 	}
@@ -306,11 +334,6 @@ func Run(ctx context.Context, o Options) error {
 		return errors.Join(fmt.Errorf("record the API address in the lock file: %w", err), closeStore())
 	}
 
-	// Events for recovered jobs go out before any job runs, in the order
-	// recovery changed them.
-	for _, j := range rec.Recovered {
-		s.events.JobEvent(EventJobRecovered, j)
-	}
 	s.Start()
 
 	hs := &http.Server{

@@ -20,6 +20,7 @@ import (
 
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/store"
+	"github.com/secauto/secauto/pkg/webhook"
 )
 
 // env is a Server over a real store in a temporary directory, served by
@@ -827,18 +828,39 @@ func TestPendingJobsQueuedOldestFirst(t *testing.T) {
 	}
 }
 
-type recordedEvents struct {
+// receiver is a webhook endpoint that records the events it gets, after
+// checking their signature.
+type receiver struct {
+	t      *testing.T
+	secret string
 	mu     sync.Mutex
 	events []string
 }
 
-func (r *recordedEvents) JobEvent(event string, j *job.Job) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, event+" "+j.ID+" "+string(j.Status))
+func newReceiver(t *testing.T, secret string) (*receiver, *httptest.Server) {
+	r := &receiver{t: t, secret: secret}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		if got, want := req.Header.Get("X-Secauto-Signature"), webhook.Sign(secret, body); got != want {
+			t.Errorf("signature %q, want %q", got, want)
+		}
+		var ev webhook.Event
+		if err := json.Unmarshal(body, &ev); err != nil {
+			t.Errorf("event body: %v", err)
+		}
+		line := ev.Event
+		if ev.Job != nil {
+			line += " " + ev.Job.ID + " " + string(ev.Job.Status)
+		}
+		r.mu.Lock()
+		r.events = append(r.events, line)
+		r.mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	return r, srv
 }
 
-func (r *recordedEvents) list() []string {
+func (r *receiver) list() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.events)
@@ -874,17 +896,17 @@ func TestRunRecoversAndStops(t *testing.T) {
 	}
 
 	var logs syncBuffer
-	events := &recordedEvents{}
+	events, hook := newReceiver(t, "s3cret")
 	ready := make(chan string, 1)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	runErr := make(chan error, 1)
 	go func() {
 		runErr <- Run(ctx, Options{
-			Store:  store.Options{Dir: dir},
-			Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
-			Ready:  func(addr string) { ready <- addr },
-			Events: events,
+			Store:    store.Options{Dir: dir},
+			Logger:   slog.New(slog.NewJSONHandler(&logs, nil)),
+			Ready:    func(addr string) { ready <- addr },
+			Webhooks: []webhook.Endpoint{{URL: hook.URL, Secret: "s3cret"}},
 		})
 	}()
 	var addr string
@@ -917,6 +939,7 @@ func TestRunRecoversAndStops(t *testing.T) {
 	waitFor(t, "requeued and pending jobs to complete", func() bool {
 		return get(retried).Status == job.Completed && get(pending).Status == job.Completed
 	})
+	waitFor(t, "four webhook deliveries", func() bool { return len(events.list()) >= 4 })
 	if j := get(retried); j.Attempts != 2 {
 		t.Errorf("retried job attempts = %d, want 2", j.Attempts)
 	}
@@ -956,8 +979,8 @@ func TestRunRecoversAndStops(t *testing.T) {
 	}
 
 	ev := events.list()
-	wantFirst := []string{"job.recovered " + interrupted + " failed", "job.recovered " + retried + " pending"}
-	if len(ev) != 4 || !slices.Equal(ev[:2], wantFirst) ||
+	slices.Sort(ev)
+	if len(ev) != 4 || !slices.Contains(ev, "job.recovered "+interrupted+" failed") || !slices.Contains(ev, "job.recovered "+retried+" pending") ||
 		!slices.Contains(ev, "job.completed "+retried+" completed") || !slices.Contains(ev, "job.completed "+pending+" completed") {
 		t.Errorf("events = %q", ev)
 	}

@@ -148,7 +148,7 @@ func (s *Server) runJob(id string) {
 	runErr := s.runner.Run(ctx, steps, j.Context, record)
 	status, msg := outcome(ctx, runErr)
 
-	final, err := s.st.Update(id, func(j *job.Job) error {
+	final, err := s.st.UpdateWith(id, func(j *job.Job) error {
 		if err := j.Finish(status, msg, time.Now()); err != nil {
 			return err
 		}
@@ -157,7 +157,7 @@ func (s *Server) runJob(id string) {
 			j.Context = heldCtx
 		}
 		return nil
-	})
+	}, s.jobEvents(""))
 	if err != nil {
 		// The job stays running in the store; the next start's recovery
 		// fails it, which is the truth: its end was not recorded.
@@ -191,8 +191,9 @@ func outcome(ctx context.Context, runErr error) (job.Status, string) {
 	return job.Failed, runErr.Error()
 }
 
-// finished reports a job that reached a terminal state: metrics, waiting
-// POST /playbook clients, then the Notifier.
+// finished reports a job that reached a terminal state, whose webhook
+// event is already queued: metrics, waiting POST /playbook clients, then
+// the dispatcher.
 func (s *Server) finished(j *job.Job) {
 	s.metrics.jobFinished(j)
 	s.mu.Lock()
@@ -202,17 +203,7 @@ func (s *Server) finished(j *job.Job) {
 	for _, w := range ws {
 		w <- j
 	}
-	s.events.JobEvent(eventFor(j.Status), j)
-}
-
-func eventFor(st job.Status) string {
-	switch st {
-	case job.Completed:
-		return EventJobCompleted
-	case job.Cancelled:
-		return EventJobCancelled
-	}
-	return EventJobFailed
+	s.hooks.Notify()
 }
 
 // errConflict is a cancel of a job that already ended.
@@ -252,13 +243,13 @@ func (s *Server) cancelJob(ctx context.Context, id string) (*job.Job, error) {
 		}
 
 		var cur *job.Job
-		j, err := s.st.Update(id, func(j *job.Job) error {
+		j, err := s.st.UpdateWith(id, func(j *job.Job) error {
 			if j.Status != job.Pending {
 				cur = j
 				return errNotPending
 			}
 			return j.Finish(job.Cancelled, errCancelled.Error(), time.Now())
-		})
+		}, s.jobEvents(""))
 		switch {
 		case err == nil:
 			s.finished(j)
