@@ -491,3 +491,31 @@ func readAll(t *testing.T, r io.Reader) string {
 	}
 	return string(b)
 }
+
+// The template cache must not mix up templates that share a text but not a
+// name (error messages name the param), nor grow without bound.
+func TestTemplateCache(t *testing.T) {
+	a1, err := parseTemplate("a", "{{.x}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, _ := parseTemplate("a", "{{.x}}")
+	b, _ := parseTemplate("b", "{{.x}}")
+	if a1 != a2 || a1 == b || b.Name() != "b" {
+		t.Errorf("cache: same key gave %p and %p, other name gave %p named %q", a1, a2, b, b.Name())
+	}
+	for i := range maxCachedTemplates + 10 {
+		if _, err := parseTemplate(fmt.Sprint("t", i), "{{.x}}"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parsedMu.Lock()
+	n := len(parsed)
+	parsedMu.Unlock()
+	if n > maxCachedTemplates {
+		t.Errorf("cache holds %d templates, bound is %d", n, maxCachedTemplates)
+	}
+	if _, err := renderString("c", "{{.missing}}", map[string]any{}); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("cached template lost missingkey=error: %v", err)
+	}
+}

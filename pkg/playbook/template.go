@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"text/template"
 	"text/template/parse"
 )
@@ -28,9 +29,45 @@ func toJSON(v any) (string, error) {
 // parseTemplate parses text as the template called name. missingkey=error
 // makes a reference to an absent key fail with the key named instead of
 // rendering "<no value>".
+//
+// Parsed templates are cached: the same playbooks arrive again and again
+// with other contexts, and parsing costs more than executing. A parsed
+// template is safe to execute from many goroutines at once.
 func parseTemplate(name, text string) (*template.Template, error) {
-	return template.New(name).Option("missingkey=error").Funcs(templateFuncs).Parse(text)
+	key := templateKey{name, text}
+	if len(text) <= maxCachedTemplate {
+		parsedMu.Lock()
+		t := parsed[key]
+		parsedMu.Unlock()
+		if t != nil {
+			return t, nil
+		}
+	}
+	t, err := template.New(name).Option("missingkey=error").Funcs(templateFuncs).Parse(text)
+	if err != nil || len(text) > maxCachedTemplate {
+		return t, err
+	}
+	parsedMu.Lock()
+	if len(parsed) >= maxCachedTemplates {
+		clear(parsed) // a crude bound; refilling costs one parse each
+	}
+	parsed[key] = t
+	parsedMu.Unlock()
+	return t, nil
 }
+
+// The template cache's bounds: entries, and the longest text cached.
+const (
+	maxCachedTemplates = 4096
+	maxCachedTemplate  = 4096
+)
+
+type templateKey struct{ name, text string }
+
+var (
+	parsedMu sync.Mutex
+	parsed   = map[templateKey]*template.Template{}
+)
 
 // isTemplate reports whether s holds a template action; plain strings skip
 // parsing, which keeps large literal bodies cheap.
