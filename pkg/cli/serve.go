@@ -144,7 +144,13 @@ func serveRun(ctx context.Context, opts *ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	so.Logger = newLogger(opts.IO.ErrOut, opts.IO.IsStderrTTY(), cfg.Logging)
+	// stderr and logging.file (logging.go); closed once the daemon stopped.
+	logger, logFile, err := daemonLogger(opts.IO.ErrOut, opts.IO.IsStderrTTY(), cfg.Logging)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	so.Logger = logger
 	so.Store.Logger = so.Logger
 
 	if ctx == nil {
@@ -155,14 +161,11 @@ func serveRun(ctx context.Context, opts *ServeOptions) error {
 	return opts.Run(ctx, so)
 }
 
-// newLogger builds the daemon's logger: text for a person at a terminal,
-// JSON for log collectors, unless logging.format says otherwise.
+// newLogger builds the daemon's stderr logger: text for a person at a
+// terminal, JSON for log collectors, unless logging.format says otherwise.
+// daemonLogger adds logging.file to it.
 func newLogger(w io.Writer, tty bool, lc config.Logging) *slog.Logger {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(lc.Level)); err != nil {
-		level = slog.LevelInfo
-	}
-	ho := &slog.HandlerOptions{Level: level}
+	ho := &slog.HandlerOptions{Level: logLevel(lc.Level)}
 	format := lc.Format
 	if format == "" {
 		format = "json"

@@ -22,7 +22,7 @@ server:
   auth_tokens: [t0k3n]
   max_body_bytes: 2MiB
   shutdown_timeout: 1m
-logging: {level: debug, format: json}
+logging: {level: debug, format: json, file: ""}
 `))
 	if err != nil {
 		t.Fatal(err)
