@@ -48,9 +48,19 @@ type StatsResponse struct {
 	Workers       int                `json:"workers"`
 	BusyWorkers   int64              `json:"busy_workers"`
 	QueueLength   int                `json:"queue_length"`
-	// LastBackup and LastCleanup are null until the server has run one.
+	// LastBackup is when the newest backup was taken (by the schedule, on
+	// request, or offline by the CLI); LastCleanup when the last successful
+	// cleanup ran. Both are null until there is one.
 	LastBackup  *time.Time `json:"last_backup"`
 	LastCleanup *time.Time `json:"last_cleanup"`
+	// NextBackup and NextCleanup are when the background runs fall due;
+	// null when that background run is off.
+	NextBackup  *time.Time `json:"next_backup"`
+	NextCleanup *time.Time `json:"next_cleanup"`
+	// BackupError and CleanupError hold the last run's error while the
+	// task is failing (it is retried within the hour).
+	BackupError  string `json:"backup_error,omitempty"`
+	CleanupError string `json:"cleanup_error,omitempty"`
 	// WebhookBacklog counts deliveries waiting in the outbox.
 	WebhookBacklog int  `json:"webhook_backlog"`
 	ShuttingDown   bool `json:"shutting_down"`
@@ -361,7 +371,14 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	for _, status := range job.Statuses {
 		byStatus[status] = st.ByStatus[status]
 	}
+	backup, cleanup := s.keeper.status(taskBackup), s.keeper.status(taskCleanup)
 	writeJSON(w, http.StatusOK, StatsResponse{
+		LastBackup:     timePtr(backup.LastSuccess),
+		LastCleanup:    timePtr(cleanup.LastSuccess),
+		NextBackup:     timePtr(backup.Next),
+		NextCleanup:    timePtr(cleanup.Next),
+		BackupError:    backup.Error,
+		CleanupError:   cleanup.Error,
 		Jobs:           byStatus,
 		Total:          st.Jobs,
 		StoreBytes:     st.SnapshotBytes + st.JournalBytes,

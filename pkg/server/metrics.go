@@ -21,6 +21,10 @@ type metrics struct {
 	duration  *prometheus.HistogramVec
 	submitted prometheus.Counter
 	webhooks  *prometheus.CounterVec
+	// Maintenance (maintenance.go): runs by result, jobs cleanup deleted.
+	backups        *prometheus.CounterVec
+	cleanups       *prometheus.CounterVec
+	cleanupDeleted prometheus.Counter
 }
 
 func newMetrics(s *Server, o Options) *metrics {
@@ -43,9 +47,29 @@ func newMetrics(s *Server, o Options) *metrics {
 			Name: "secauto_webhook_deliveries_total",
 			Help: "Webhook delivery attempts, by event and result (delivered or failed).",
 		}, []string{"event", "result"}),
+		backups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "secauto_backups_total",
+			Help: "Backups attempted by the daemon (scheduled or requested), by result (created or failed).",
+		}, []string{"result"}),
+		cleanups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "secauto_cleanup_runs_total",
+			Help: "Cleanups run by the daemon (scheduled or requested), by result (completed or failed).",
+		}, []string{"result"}),
+		cleanupDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "secauto_cleanup_deleted_jobs_total",
+			Help: "Jobs deleted by cleanups run by the daemon.",
+		}),
+	}
+	// Both results show from the start, so rate() and alerts see a zero.
+	for _, r := range []string{"created", "failed"} {
+		m.backups.WithLabelValues(r)
+	}
+	for _, r := range []string{"completed", "failed"} {
+		m.cleanups.WithLabelValues(r)
 	}
 	m.reg.MustRegister(
 		m.requests, m.duration, m.submitted, m.webhooks,
+		m.backups, m.cleanups, m.cleanupDeleted, maintCollector{s},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "secauto_webhook_backlog",
 			Help: "Webhook deliveries waiting in the outbox, including those being retried.",
@@ -127,6 +151,7 @@ var (
 	jobsDesc = prometheus.NewDesc("secauto_jobs", "Jobs in the store, by status.", []string{"status"}, nil)
 	sizeDesc = prometheus.NewDesc("secauto_store_bytes", "Size of the store's files.", []string{"file"}, nil)
 	upDesc   = prometheus.NewDesc("secauto_store_healthy", "1 when the store accepts writes.", nil, nil)
+	snapDesc = prometheus.NewDesc("secauto_store_last_snapshot_timestamp_seconds", "When jobs.json was last written from the journal (Unix time); absent until the first snapshot.", nil, nil)
 )
 
 // storeCollector reads the store's counts at scrape time, so the gauges
@@ -137,6 +162,7 @@ func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- jobsDesc
 	ch <- sizeDesc
 	ch <- upDesc
+	ch <- snapDesc
 }
 
 func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -151,4 +177,53 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		healthy = 1
 	}
 	ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, healthy)
+	if !st.LastSnapshot.IsZero() {
+		ch <- prometheus.MustNewConstMetric(snapDesc, prometheus.GaugeValue, unixSeconds(st.LastSnapshot))
+	}
 }
+
+var (
+	backupLastDesc = prometheus.NewDesc("secauto_backup_last_success_timestamp_seconds",
+		"When the newest backup was taken (Unix time); absent until there is one.", nil, nil)
+	backupAgeDesc = prometheus.NewDesc("secauto_backup_age_seconds",
+		"Seconds since the newest backup was taken; absent until there is one.", nil, nil)
+	backupNextDesc = prometheus.NewDesc("secauto_backup_next_timestamp_seconds",
+		"When the next background backup is due (Unix time); absent when background backups are off.", nil, nil)
+	cleanupLastDesc = prometheus.NewDesc("secauto_cleanup_last_success_timestamp_seconds",
+		"When the last successful cleanup ran (Unix time); absent until one has.", nil, nil)
+	cleanupNextDesc = prometheus.NewDesc("secauto_cleanup_next_timestamp_seconds",
+		"When the next background cleanup is due (Unix time); absent when background cleanup is off.", nil, nil)
+)
+
+// maintCollector reports the maintenance schedule at scrape time. A time
+// that does not exist (no backup yet, task off) is left out rather than
+// reported as 0 or NaN, so "absent" alerts and age arithmetic stay right.
+type maintCollector struct{ s *Server }
+
+func (c maintCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- backupLastDesc
+	ch <- backupAgeDesc
+	ch <- backupNextDesc
+	ch <- cleanupLastDesc
+	ch <- cleanupNextDesc
+}
+
+func (c maintCollector) Collect(ch chan<- prometheus.Metric) {
+	b := c.s.keeper.status(taskBackup)
+	if !b.LastSuccess.IsZero() {
+		ch <- prometheus.MustNewConstMetric(backupLastDesc, prometheus.GaugeValue, unixSeconds(b.LastSuccess))
+		ch <- prometheus.MustNewConstMetric(backupAgeDesc, prometheus.GaugeValue, max(c.s.now().Sub(b.LastSuccess).Seconds(), 0))
+	}
+	if !b.Next.IsZero() {
+		ch <- prometheus.MustNewConstMetric(backupNextDesc, prometheus.GaugeValue, unixSeconds(b.Next))
+	}
+	cl := c.s.keeper.status(taskCleanup)
+	if !cl.LastSuccess.IsZero() {
+		ch <- prometheus.MustNewConstMetric(cleanupLastDesc, prometheus.GaugeValue, unixSeconds(cl.LastSuccess))
+	}
+	if !cl.Next.IsZero() {
+		ch <- prometheus.MustNewConstMetric(cleanupNextDesc, prometheus.GaugeValue, unixSeconds(cl.Next))
+	}
+}
+
+func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }

@@ -114,6 +114,8 @@ type Server struct {
 	handler http.Handler
 	metrics *metrics
 	queue   *queue
+	// keeper runs the background cleanup and backups (maintenance.go).
+	keeper *maintainer
 
 	// jobsCtx is the parent of every running job's context; it is not the
 	// context Run was given, because the stop signal must not interrupt
@@ -175,6 +177,7 @@ func New(st *store.Store, o Options) (*Server, error) {
 	s.jobsCtx, s.stopJobs = context.WithCancelCause(context.Background())
 	s.hooksCtx, s.stopHooks = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s, o)
+	s.keeper = newMaintainer(s) // loads the schedule, for /stats before Start
 	s.hooks = &webhook.Dispatcher{
 		Store:      st,
 		Endpoints:  o.Webhooks,
@@ -237,6 +240,7 @@ func (s *Server) Start() {
 		for range s.workers {
 			go s.worker()
 		}
+		s.keeper.start()
 	})
 }
 
@@ -252,6 +256,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.draining.Store(true)
 		s.queue.close()
 		s.Start() // so that wg.Wait below cannot wait on workers never started
+		// No maintenance run starts from here; one in progress is waited for.
+		s.keeper.stop()
 		workersDone := make(chan struct{})
 		go func() { s.wg.Wait(); close(workersDone) }()
 		select {
