@@ -80,6 +80,18 @@ func (f *Factory) backup(compress *bool) (res *store.BackupResult, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d, err := f.daemon()
+	if err != nil {
+		return nil, err
+	}
+	if d != nil {
+		// The daemon's jobs.backup_keep and jobs.backup_compress apply.
+		err = busy(f.IOStreams, "writing backup", func(store.Progress) error {
+			res, err = d.backup(compress)
+			return err
+		})
+		return res, err
+	}
 	bo := store.BackupOptions{Compress: cfg.Jobs.BackupCompress, Keep: cfg.Jobs.BackupKeep}
 	if compress != nil {
 		bo.Compress = *compress
@@ -154,13 +166,24 @@ func (f *Factory) listBackups() (string, []store.BackupInfo, error) {
 	if err != nil {
 		return "", nil, err
 	}
+	d, err := f.daemon()
+	if err != nil {
+		return "", nil, err
+	}
 	var list []store.BackupInfo
 	err = busy(f.IOStreams, "verifying backups", func(store.Progress) error {
+		if d != nil {
+			list, err = d.listBackups()
+			return err
+		}
 		list, err = store.ListBackups(dir)
-		return err
+		if err != nil {
+			return fmt.Errorf("cannot list backups: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
-		return "", nil, fmt.Errorf("cannot list backups: %w", err)
+		return "", nil, err
 	}
 	return dir, list, nil
 }
@@ -238,7 +261,9 @@ backup (the safety backup, printed at the end) so the restore can itself be
 undone, and the store is replaced. FILE may be a path or the name of a
 backup in the data directory, as "backup list" shows it.
 
-Stop the daemon first: a restore needs the data directory to itself.
+While the daemon runs, it does the restore: jobs it is running are stopped
+and recorded failed first (they are in the safety backup), and the jobs
+pending in FILE are run afterwards.
 ` + exitStatus("FILE does not verify, or the restore failed; the store is unchanged")),
 		Example: example(`
   secauto backup list
@@ -311,6 +336,17 @@ func (f *Factory) restore(file string) (out *restoreOutcome, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d, err := f.daemon()
+	if err != nil {
+		return nil, err
+	}
+	if d != nil {
+		// A daemon that cannot do the restore is reported before the
+		// file is read.
+		if err := d.ping(); err != nil {
+			return nil, err
+		}
+	}
 	// Verify before taking the lock or touching anything, as etcdutl does:
 	// a bad file must leave the data directory exactly as it was.
 	var jobs int
@@ -322,6 +358,25 @@ func (f *Factory) restore(file string) (out *restoreOutcome, err error) {
 		return nil, fmt.Errorf("%s is not a usable backup (%w); nothing was changed: pick one that verifies with 'secauto backup list'", path, err)
 	}
 	out = &restoreOutcome{File: path, VerifiedJobs: jobs}
+	if d != nil {
+		// The daemon reads the file itself, on this host.
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, fmt.Errorf("cannot resolve %s: %w", path, err)
+		}
+		err = busy(f.IOStreams, "restoring", func(store.Progress) error {
+			res, err := d.restore(abs)
+			if err != nil {
+				return err
+			}
+			out.RestoreResult = *res
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
 	err = f.withStore(salvage, "backup restore", "restoring", func(s *store.Store, progress store.Progress) error {
 		out.Repaired = s.Report()
 		// Keep every backup: a restore must never delete one.

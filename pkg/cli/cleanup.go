@@ -72,6 +72,17 @@ func (f *Factory) retention() (time.Duration, map[job.Status]time.Duration, erro
 }
 
 func (f *Factory) cleanup(o store.CleanupOptions) (res *store.CleanupResult, err error) {
+	d, err := f.daemon()
+	if err != nil {
+		return nil, err
+	}
+	if d != nil {
+		err = busy(f.IOStreams, "cleaning up", func(store.Progress) error {
+			res, err = d.cleanup(o)
+			return err
+		})
+		return res, err
+	}
 	mode := exclusive
 	if o.DryRun {
 		mode = readOnly

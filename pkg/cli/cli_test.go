@@ -160,9 +160,11 @@ func TestMissingDataDirectory(t *testing.T) {
 	}
 }
 
+// A data directory held by another command (not a daemon, which is asked
+// instead: see daemon_test.go) stops writing commands with exit status 2.
 func TestLockedDataDirectoryExitsTwo(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	held, err := store.Open(store.Options{Dir: dir, SnapshotInterval: -1, Owner: store.Owner{PID: 4121, Command: "secauto serve", Address: "127.0.0.1:8080", StartedAt: time.Now()}})
+	held, err := store.Open(store.Options{Dir: dir, SnapshotInterval: -1, Owner: store.Owner{PID: 4121, Command: "secauto backup restore", StartedAt: time.Now()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +175,7 @@ func TestLockedDataDirectoryExitsTwo(t *testing.T) {
 		if code != ExitUsage || out != "" {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out, errOut)
 		}
-		if !strings.Contains(errOut, "secauto serve (pid 4121, listening on 127.0.0.1:8080)") {
+		if !strings.Contains(errOut, "secauto backup restore (pid 4121)") {
 			t.Errorf("%v: stderr does not name the holder: %q", args, errOut)
 		}
 	}

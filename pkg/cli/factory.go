@@ -143,9 +143,9 @@ func (f *Factory) openStore(mode lockMode, command string) (*store.Store, error)
 	s, err := store.Open(opts)
 	var locked *store.LockedError
 	if errors.As(err, &locked) {
-		// A running daemon owns the directory. This is where the command
-		// will be handed to the daemon over its API (SPEC §6); until the
-		// API offers that, the command stops here with exit status 2.
+		// Another command holds the directory (a daemon is asked instead,
+		// see daemon), or a daemon started a moment ago: exit status 2,
+		// naming the holder.
 		return nil, locked
 	}
 	var corrupt *store.CorruptError
@@ -163,6 +163,49 @@ func (f *Factory) openStore(mode lockMode, command string) (*store.Store, error)
 		}
 	}
 	return s, nil
+}
+
+// daemon returns a client for the "secauto serve" that holds the data
+// directory, which every command then asks to do its work (SPEC §6); nil
+// when no daemon holds it, and the command works on the files itself. A
+// directory held by a daemon that cannot be asked is an error with exit
+// status 2. A directory held by another command (no daemon) is left to
+// openStore: reading works beside it, writing stops with a
+// *store.LockedError.
+func (f *Factory) daemon() (*daemonClient, error) {
+	dir, err := f.existingStoreDir()
+	if err != nil {
+		return nil, err
+	}
+	held, owner, err := store.Locked(dir)
+	if err != nil || !held {
+		return nil, nil // unreadable lock file: openStore reports what is wrong
+	}
+	if owner.Address == "" && !strings.HasSuffix(owner.Command, " serve") {
+		return nil, nil
+	}
+	locked := &store.LockedError{Path: filepath.Join(dir, store.LockFile), Owner: owner}
+	if host, _ := os.Hostname(); owner.Host != "" && host != "" && owner.Host != host {
+		return nil, &daemonError{
+			msg:    fmt.Sprintf("%s on host %s holds data directory %s; run this command on %s, where its API listens", describeOwner(owner), owner.Host, dir, owner.Host),
+			locked: locked,
+		}
+	}
+	if owner.Address == "" {
+		return nil, &daemonError{
+			msg:    fmt.Sprintf("%s holds data directory %s but has not recorded where its API listens yet; if it is starting, run this command again in a moment, else stop it and run this command again", describeOwner(owner), dir),
+			locked: locked,
+		}
+	}
+	cfg, err := f.Config()
+	if err != nil {
+		return nil, err
+	}
+	token := ""
+	if len(cfg.Server.AuthTokens) > 0 {
+		token = cfg.Server.AuthTokens[0]
+	}
+	return newDaemonClient(dir, owner, token, f.Build.Version), nil
 }
 
 // withStore opens the data directory in mode, runs fn on it and closes it,

@@ -21,6 +21,13 @@ type jobReader interface {
 }
 
 func (f *Factory) openJobReader() (jobReader, error) {
+	d, err := f.daemon()
+	if err != nil {
+		return nil, err
+	}
+	if d != nil {
+		return d.jobReader()
+	}
 	s, err := f.openStore(readOnly, "jobs")
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/secauto/secauto/pkg/store"
 	"github.com/spf13/cobra"
@@ -56,6 +57,13 @@ would be done.
 }
 
 func (f *Factory) recover(dryRun bool) (res *store.RecoverResult, rep store.OpenReport, err error) {
+	d, err := f.daemon()
+	if err != nil {
+		return nil, rep, err
+	}
+	if d != nil {
+		return f.recoverByDaemon(d, dryRun)
+	}
 	mode := exclusive
 	if dryRun {
 		mode = readOnly
@@ -71,6 +79,23 @@ func (f *Factory) recover(dryRun bool) (res *store.RecoverResult, rep store.Open
 	return res, rep, err
 }
 
+// recoverByDaemon reports recovery while a daemon runs: it recovered the
+// data directory when it started and its running jobs are live, so nothing
+// is changed now; the report is the one of its start.
+func (f *Factory) recoverByDaemon(d *daemonClient, dryRun bool) (*store.RecoverResult, store.OpenReport, error) {
+	ans, err := d.recover(dryRun)
+	if err != nil {
+		return nil, store.OpenReport{}, err
+	}
+	since := ans.StartedAt.UTC().Format(time.RFC3339)
+	if dryRun {
+		fmt.Fprintf(f.IOStreams.ErrOut, "%s holds data directory %s and recovered it when it started at %s; its running jobs are live, so there is nothing to recover while it runs ('secauto recover' shows what it did at start)\n", d.who(), d.dir, since)
+		return &ans.RecoverResult, store.OpenReport{}, nil
+	}
+	fmt.Fprintf(f.IOStreams.ErrOut, "%s holds data directory %s and already recovered it when it started at %s; this is its report of that recovery, and nothing was changed now\n", d.who(), d.dir, since)
+	return &ans.RecoverResult, ans.OpenReport, nil
+}
+
 func recoverRun(opts *RecoverOptions) error {
 	res, rep, err := opts.Recover(opts.DryRun)
 	if err != nil {
@@ -83,7 +108,7 @@ func recoverRun(opts *RecoverOptions) error {
 	cs := opts.IO.ColorScheme()
 	if opts.DryRun {
 		if len(rep.Problems) == 0 && len(res.Actions) == 0 {
-			w.printf("Nothing to recover: the journal and jobs.json are intact and no job is running\n")
+			w.printf("Nothing to recover: the journal and jobs.json are intact and no job needs recovering\n")
 		}
 		for _, p := range rep.Problems {
 			w.printf("Would repair %s\n", p)

@@ -52,6 +52,27 @@ func (f *Factory) verify() (res *store.VerifyResult, backups []store.BackupInfo,
 	if err != nil {
 		return nil, nil, err
 	}
+	d, err := f.daemon()
+	if err != nil {
+		return nil, nil, err
+	}
+	if d != nil {
+		err = busy(f.IOStreams, "verifying", func(store.Progress) error {
+			res, err = d.verify()
+			if err != nil {
+				return err
+			}
+			if !res.OK {
+				// Only needed to point at a backup to restore.
+				backups, _ = d.listBackups()
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return res, backups, nil
+	}
 	err = busy(f.IOStreams, "verifying", func(progress store.Progress) error {
 		res, err = store.VerifyWith(dir, progress)
 		if err != nil {

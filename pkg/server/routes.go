@@ -15,5 +15,6 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /health", s.handleHealth)
 	mux.HandleFunc("GET /stats", s.auth(s.handleStats))
 	mux.Handle("GET /metrics", s.authHandler(s.metrics.handler()))
+	s.adminRoutes(mux) // admin.go: what the CLI asks of a running daemon
 	return s.instrument(mux)
 }

@@ -137,6 +137,9 @@ type Server struct {
 	running map[string]*run
 	waiters map[string][]chan *job.Job
 
+	// recovered is the report of the recovery pass Run made at start.
+	recovered atomic.Pointer[store.RecoverResult]
+
 	startOnce    sync.Once
 	shutdownOnce sync.Once
 }
@@ -327,6 +330,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return errors.Join(err, closeStore())
 	}
+	s.setRecovery(rec)
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(o.Address, fmt.Sprint(o.Port)))
 	if err != nil {

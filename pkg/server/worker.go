@@ -206,8 +206,12 @@ func outcome(ctx context.Context, runErr error) (job.Status, string) {
 		return job.Completed, ""
 	}
 	if ctx.Err() != nil {
-		if errors.Is(context.Cause(ctx), errCancelled) {
+		cause := context.Cause(ctx)
+		if errors.Is(cause, errCancelled) {
 			return job.Cancelled, errCancelled.Error()
+		}
+		if errors.Is(cause, errRestoring) {
+			return job.Failed, errRestoring.Error()
 		}
 		return job.Failed, errShutdown.Error()
 	}

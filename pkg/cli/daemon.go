@@ -1,0 +1,422 @@
+package cli
+
+// While "secauto serve" holds the data directory (SPEC §6), the other
+// commands do not touch its files: they ask the daemon over its API
+// (pkg/server/admin.go and the job endpoints) and print its answer exactly
+// as they print their own results offline. This file is that API's client.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/server"
+	"github.com/secauto/secauto/pkg/store"
+)
+
+const (
+	// daemonDialTimeout bounds connecting to the daemon.
+	daemonDialTimeout = 10 * time.Second
+	// daemonPingTimeout bounds the first, cheap request, so that a daemon
+	// that hangs is reported at once, not after a long operation's time.
+	daemonPingTimeout = 10 * time.Second
+	// daemonReadTimeout bounds a request that only reads a few jobs.
+	daemonReadTimeout = time.Minute
+	// daemonWorkTimeout bounds a request whose work grows with the store
+	// (backups, restore, verify, cleanup).
+	daemonWorkTimeout = 30 * time.Minute
+)
+
+// daemonClient asks the daemon that holds a data directory to do a
+// command's work.
+type daemonClient struct {
+	dir    string // the data directory, as this command names it
+	owner  store.Owner
+	token  string
+	locked *store.LockedError
+	http   *http.Client
+	agent  string
+	pinged bool
+}
+
+func newDaemonClient(dir string, owner store.Owner, token, version string) *daemonClient {
+	tr := &http.Transport{
+		Proxy:               nil, // the daemon is on this host; never go through a proxy
+		DialContext:         (&net.Dialer{Timeout: daemonDialTimeout}).DialContext,
+		TLSHandshakeTimeout: daemonDialTimeout,
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	return &daemonClient{
+		dir:    dir,
+		owner:  owner,
+		token:  token,
+		locked: &store.LockedError{Path: filepath.Join(dir, store.LockFile), Owner: owner},
+		http:   &http.Client{Transport: tr},
+		agent:  "secauto/" + version,
+	}
+}
+
+// daemonError is a daemon that holds the data directory but cannot be
+// asked to do the work. It wraps the *store.LockedError the command would
+// have met opening the directory itself, so it exits with status 2 like
+// it.
+type daemonError struct {
+	msg    string
+	locked *store.LockedError
+}
+
+func (e *daemonError) Error() string { return e.msg }
+func (e *daemonError) Unwrap() error { return e.locked }
+
+// remoteError is an error the daemon answered: its {"error": ...} message
+// and HTTP status.
+type remoteError struct {
+	code int
+	msg  string
+}
+
+func (e *remoteError) Error() string { return e.msg }
+
+// who names the daemon: "secauto serve (pid 123)".
+func (c *daemonClient) who() string { return describeOwner(c.owner) }
+
+func describeOwner(o store.Owner) string {
+	cmd := o.Command
+	if cmd == "" {
+		cmd = "secauto serve"
+	}
+	if o.PID == 0 {
+		return cmd
+	}
+	return fmt.Sprintf("%s (pid %d)", cmd, o.PID)
+}
+
+// cannotAsk is the exit-2 error for a daemon that holds the directory but
+// cannot be reached; reason says why.
+func (c *daemonClient) cannotAsk(reason string) error {
+	return &daemonError{
+		msg: fmt.Sprintf("%s holds data directory %s but its API at %s cannot be reached: %s; check that it is running, or stop it and run this command again",
+			c.who(), c.dir, c.owner.Address, reason),
+		locked: c.locked,
+	}
+}
+
+// transportReason says briefly why a request did not get an answer.
+func transportReason(err error, timeout time.Duration) string {
+	var ue *url.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ue) && ue.Timeout():
+		return fmt.Sprintf("it did not answer within %s", timeout)
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err.Error()
+	}
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
+// do sends a request with in as its JSON body (none when nil) and decodes
+// a 2xx answer into out. It returns a *daemonError when the daemon cannot
+// be asked (exit 2) and a *remoteError for an error it answered.
+func (c *daemonClient) do(method, path string, query url.Values, in, out any, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("cannot encode the request to the daemon: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	u := url.URL{Scheme: "http", Host: c.owner.Address, Path: path}
+	if len(query) > 0 {
+		u.RawQuery = query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return c.cannotAsk(err.Error())
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.agent)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.cannotAsk(transportReason(err, timeout))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return c.cannotAsk("its answer broke off: " + transportReason(err, timeout))
+	}
+
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if out == nil {
+			return nil
+		}
+		if err := json.Unmarshal(data, out); err != nil {
+			return &daemonError{
+				msg: fmt.Sprintf("%s holds data directory %s but what answers at %s is not its API (%s %s: %v); check the address in %s",
+					c.who(), c.dir, c.owner.Address, method, path, err, c.locked.Path),
+				locked: c.locked,
+			}
+		}
+		return nil
+	}
+
+	var eb struct {
+		Error string `json:"error"`
+	}
+	_ = json.Unmarshal(data, &eb)
+	msg := strings.TrimSpace(eb.Error)
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		why := "this command sent no bearer token"
+		if c.token != "" {
+			why = "the bearer token this command sent is not one of its server.auth_tokens"
+		}
+		return &daemonError{
+			msg: fmt.Sprintf("%s holds data directory %s but its API at %s refused this command: %s; give this command the daemon's configuration (--config or $SECAUTO_CONFIG) so it sends one of server.auth_tokens",
+				c.who(), c.dir, c.owner.Address, why),
+			locked: c.locked,
+		}
+	case resp.StatusCode == http.StatusNotFound && strings.HasPrefix(msg, "no endpoint "),
+		resp.StatusCode == http.StatusMethodNotAllowed:
+		return &daemonError{
+			msg: fmt.Sprintf("%s holds data directory %s but its API at %s does not offer %s %s, probably because it is an older release; stop it and run this command again, or upgrade and restart it",
+				c.who(), c.dir, c.owner.Address, method, path),
+			locked: c.locked,
+		}
+	case msg == "":
+		msg = fmt.Sprintf("%s answered %s %s with status %d; check its log", c.who(), method, path, resp.StatusCode)
+	}
+	return &remoteError{code: resp.StatusCode, msg: msg}
+}
+
+// ping checks, once, that the daemon answers this command and offers the
+// admin endpoints, with a request that reads next to nothing.
+func (c *daemonClient) ping() error {
+	if c.pinged {
+		return nil
+	}
+	var res server.AdminRecoverResponse
+	if err := c.do("GET", "/admin/recover", url.Values{"dry_run": {"true"}}, nil, &res, daemonPingTimeout); err != nil {
+		return err
+	}
+	c.pinged = true
+	return nil
+}
+
+// local turns a path the daemon answered (absolute, on its host, which
+// is this host) into the path this command would have printed offline: a
+// file of the data directory is named through the data directory as this
+// command was given it.
+func (c *daemonClient) local(p string) string {
+	if p == "" || !filepath.IsAbs(p) {
+		return p
+	}
+	parent, err1 := os.Stat(filepath.Dir(p))
+	dir, err2 := os.Stat(c.dir)
+	if err1 != nil || err2 != nil || !os.SameFile(parent, dir) {
+		return p
+	}
+	return filepath.Join(c.dir, filepath.Base(p))
+}
+
+// jobReader returns the jobs commands' reader over the daemon's API,
+// after checking that the daemon answers, so a daemon that cannot be
+// reached is reported as such, not as a failed read.
+func (c *daemonClient) jobReader() (jobReader, error) {
+	var probe []*job.Job
+	if err := c.do("GET", "/jobs", url.Values{"limit": {"1"}}, nil, &probe, daemonPingTimeout); err != nil {
+		return nil, err
+	}
+	return daemonJobs{c}, nil
+}
+
+// daemonJobs reads jobs through GET /jobs and GET /job/{id}, which read
+// the daemon's store with the same calls the offline commands make.
+type daemonJobs struct{ c *daemonClient }
+
+func (d daemonJobs) List(f store.Filter) ([]*job.Job, error) {
+	q := url.Values{}
+	if len(f.Statuses) > 0 {
+		names := make([]string, len(f.Statuses))
+		for i, s := range f.Statuses {
+			names[i] = string(s)
+		}
+		q.Set("status", strings.Join(names, ","))
+	}
+	if !f.Since.IsZero() {
+		q.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	if f.Oldest {
+		return nil, errors.New("the daemon lists jobs newest first only")
+	}
+	var jobs []*job.Job
+	if err := d.c.do("GET", "/jobs", q, nil, &jobs, daemonReadTimeout); err != nil {
+		return nil, err
+	}
+	return jobs, nil
+}
+
+func (d daemonJobs) Get(id string) (*job.Job, error) {
+	if id == "" || strings.Contains(id, "/") {
+		return nil, fmt.Errorf("%w: %s", store.ErrNotFound, id)
+	}
+	var j job.Job
+	err := d.c.do("GET", "/job/"+url.PathEscape(id), nil, nil, &j, daemonReadTimeout)
+	var re *remoteError
+	if errors.As(err, &re) {
+		switch re.code {
+		case http.StatusNotFound:
+			return nil, fmt.Errorf("%w: %s", store.ErrNotFound, id)
+		case http.StatusBadRequest: // the only 400 of GET /job/{id}
+			return nil, fmt.Errorf("%w: %s", store.ErrAmbiguous, re.msg)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+func (d daemonJobs) Close() error { return nil }
+
+// cleanup runs a cleanup with exactly the retention the command computed
+// and prints, so what it says is what the daemon did.
+func (c *daemonClient) cleanup(o store.CleanupOptions) (*store.CleanupResult, error) {
+	if err := c.ping(); err != nil {
+		return nil, err
+	}
+	req := server.AdminCleanupRequest{DryRun: o.DryRun}
+	if o.Retention > 0 {
+		req.OlderThan = o.Retention.String()
+	}
+	if len(o.ByStatus) > 0 {
+		req.RetentionByStatus = make(map[job.Status]string, len(o.ByStatus))
+		for st, d := range o.ByStatus {
+			req.RetentionByStatus[st] = d.String()
+		}
+	}
+	var res store.CleanupResult
+	if err := c.do("POST", "/admin/cleanup", nil, req, &res, daemonWorkTimeout); err != nil {
+		return nil, err
+	}
+	if res.IDs == nil {
+		res.IDs = []string{}
+	}
+	return &res, nil
+}
+
+// backup writes a backup with the daemon's jobs.backup_keep, and its
+// jobs.backup_compress unless compress is set.
+func (c *daemonClient) backup(compress *bool) (*store.BackupResult, error) {
+	if err := c.ping(); err != nil {
+		return nil, err
+	}
+	var res store.BackupResult
+	if err := c.do("POST", "/admin/backups", nil, server.AdminBackupRequest{Compress: compress}, &res, daemonWorkTimeout); err != nil {
+		return nil, err
+	}
+	res.Path = c.local(res.Path)
+	for i, p := range res.Removed {
+		res.Removed[i] = c.local(p)
+	}
+	return &res, nil
+}
+
+func (c *daemonClient) listBackups() ([]store.BackupInfo, error) {
+	if err := c.ping(); err != nil {
+		return nil, err
+	}
+	var list []store.BackupInfo
+	if err := c.do("GET", "/admin/backups", nil, nil, &list, daemonWorkTimeout); err != nil {
+		return nil, err
+	}
+	for i := range list {
+		list[i].Path = c.local(list[i].Path)
+	}
+	return list, nil
+}
+
+// restore has the daemon restore the backup at path, which the daemon
+// reads itself; path must be absolute.
+func (c *daemonClient) restore(path string) (*store.RestoreResult, error) {
+	if err := c.ping(); err != nil {
+		return nil, err
+	}
+	var res store.RestoreResult
+	if err := c.do("POST", "/admin/restore", nil, server.AdminRestoreRequest{Path: path}, &res, daemonWorkTimeout); err != nil {
+		return nil, err
+	}
+	res.SafetyBackup = c.local(res.SafetyBackup)
+	return &res, nil
+}
+
+func (c *daemonClient) verify() (*store.VerifyResult, error) {
+	if err := c.ping(); err != nil {
+		return nil, err
+	}
+	var res store.VerifyResult
+	if err := c.do("GET", "/admin/verify", nil, nil, &res, daemonWorkTimeout); err != nil {
+		return nil, err
+	}
+	for i := range res.Problems {
+		res.Problems[i].File = c.local(res.Problems[i].File)
+	}
+	return &res, nil
+}
+
+// recover returns the report of the recovery the daemon ran when it
+// started; with dryRun, what a recovery would do now (nothing: the daemon
+// runs its jobs).
+func (c *daemonClient) recover(dryRun bool) (*server.AdminRecoverResponse, error) {
+	var q url.Values
+	if dryRun {
+		q = url.Values{"dry_run": {"true"}}
+	}
+	var res server.AdminRecoverResponse
+	if err := c.do("GET", "/admin/recover", q, nil, &res, daemonPingTimeout); err != nil {
+		return nil, err
+	}
+	if res.Actions == nil {
+		res.Actions = []store.RecoverAction{}
+	}
+	if res.RestoredFrom != nil {
+		p := c.local(*res.RestoredFrom)
+		res.RestoredFrom = &p
+	}
+	r := &res.OpenReport
+	r.JournalCorruptPath = c.local(r.JournalCorruptPath)
+	r.SnapshotCorruptPath = c.local(r.SnapshotCorruptPath)
+	r.RestoredFrom = c.local(r.RestoredFrom)
+	return &res, nil
+}
