@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/secauto/secauto/pkg/store"
+	"github.com/secauto/secauto/pkg/webhook"
 	"github.com/spf13/cobra"
 )
 
@@ -25,12 +26,13 @@ func NewCmdVerify(f *Factory, runF func(*VerifyOptions) error) *cobra.Command {
 		Short: "Check the snapshot, journal, backups and job invariants",
 		Long: strings.TrimSpace(`
 Check the data directory without changing it: jobs.json parses and every
-job keeps its invariants, every journal record is intact, and every backup
-matches its checksum and holds valid jobs.
+job keeps its invariants, every journal record is intact, every webhook
+event waiting in the outbox (secauto.state.json) is readable, and every
+backup matches its checksum and holds valid jobs.
 
 Every problem is printed, followed by the commands that repair it. With
--o json the summary is printed even when problems are found. Takes no lock;
-safe while the daemon runs.
+-o json the summary is printed even when problems are found. While the
+daemon runs, it does the check and answers.
 ` + exitStatus("problems were found")),
 		Example: example(`
   secauto verify
@@ -74,7 +76,7 @@ func (f *Factory) verify() (res *store.VerifyResult, backups []store.BackupInfo,
 		return res, backups, nil
 	}
 	err = busy(f.IOStreams, "verifying", func(progress store.Progress) error {
-		res, err = store.VerifyWith(dir, progress)
+		res, err = store.VerifyWith(dir, store.VerifyOptions{Progress: progress, CheckRecords: webhook.Check})
 		if err != nil {
 			return err
 		}

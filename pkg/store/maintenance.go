@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -151,12 +152,22 @@ var errSettled = errors.New("job is no longer running")
 // a valid job, and every backup matches its checksum and holds valid jobs.
 // Every problem is named with its file and, where it has one, its job.
 func Verify(dir string) (*VerifyResult, error) {
-	return VerifyWith(dir, nil)
+	return VerifyWith(dir, VerifyOptions{})
 }
 
-// VerifyWith is Verify telling progress how many bytes of the files it
-// checks it has been through.
-func VerifyWith(dir string, progress Progress) (*VerifyResult, error) {
+// VerifyOptions extends Verify.
+type VerifyOptions struct {
+	// Progress hears how many bytes of the files Verify checks it has
+	// been through.
+	Progress Progress
+	// CheckRecords, if set, checks the auxiliary records (whose meaning
+	// the store does not know) and describes each problem it finds.
+	CheckRecords func([]Record) []string
+}
+
+// VerifyWith is Verify with options.
+func VerifyWith(dir string, o VerifyOptions) (*VerifyResult, error) {
+	progress := o.Progress
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", dir, err)
@@ -228,6 +239,15 @@ func VerifyWith(dir string, progress Progress) (*VerifyResult, error) {
 	}
 	res.Jobs = len(jobs)
 	res.Records = len(records)
+	if o.CheckRecords != nil {
+		recs := make([]Record, 0, len(records))
+		for _, k := range slices.Sorted(maps.Keys(records)) {
+			recs = append(recs, Record{Key: k, Value: records[k]})
+		}
+		for _, msg := range o.CheckRecords(recs) {
+			add(Problem{File: filepath.Join(dir, RecordsFile), Message: msg})
+		}
+	}
 
 	res.Backups = len(paths)
 	errs := make([]error, len(paths))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -497,9 +498,46 @@ func TestProgressReachesTheTotal(t *testing.T) {
 	}
 	s.Close()
 	calls = 0
-	v, err := VerifyWith(dir, func(done, total int64) { calls++; last = [2]int64{done, total} })
+	v, err := VerifyWith(dir, VerifyOptions{Progress: func(done, total int64) { calls++; last = [2]int64{done, total} }})
 	st, _ := os.Stat(res.Path)
 	if err != nil || !v.OK || calls != 3 || last[0] != last[1] || last[1] < st.Size() {
 		t.Fatalf("verify progress: %d calls, last %v, %+v %v", calls, last, v, err)
+	}
+}
+
+// Verify hands the auxiliary records, those still in the journal too, to
+// CheckRecords and reports what it finds against the records file.
+func TestVerifyChecksRecords(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	if err := s.PutRecords(Record{Key: "a/good", Value: []byte(`{"ok":true}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutRecords(Record{Key: "a/bad", Value: []byte(`{"ok":false}`)}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	var seen []string
+	res, err := VerifyWith(dir, VerifyOptions{CheckRecords: func(recs []Record) []string {
+		var problems []string
+		for _, r := range recs {
+			seen = append(seen, r.Key)
+			if string(r.Value) == `{"ok":false}` {
+				problems = append(problems, r.Key+" is bad")
+			}
+		}
+		return problems
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(seen, []string{"a/bad", "a/good"}) {
+		t.Errorf("CheckRecords saw %q", seen)
+	}
+	if res.OK || len(res.Problems) != 1 || res.Problems[0].Message != "a/bad is bad" || filepath.Base(res.Problems[0].File) != RecordsFile {
+		t.Errorf("verify: %+v", res)
 	}
 }
