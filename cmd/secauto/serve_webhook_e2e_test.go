@@ -148,3 +148,51 @@ func TestServeWebhooksSurviveCrashAndOutage(t *testing.T) {
 		t.Errorf("serve exited %d after SIGTERM", code)
 	}
 }
+
+// "secauto recover" run offline after a crash leaves the job.recovered
+// event in the outbox; the next serve delivers it, once.
+func TestOfflineRecoverLeavesEventsForServe(t *testing.T) {
+	work := t.TempDir()
+	dir := filepath.Join(work, "data")
+	recv := newHookReceiver(t, "hook-secret")
+	recv.up()
+	cfg := filepath.Join(work, "config.yaml")
+	conf := "webhooks:\n  - url: " + recv.url() + "\n    secret: hook-secret\n    events: [job.recovered]\n"
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startServe(t, dir, "--workers", "1", "--config", cfg)
+	interrupted := d.submit(sleepPlaybook)
+	d.waitStatus(interrupted, job.Running)
+	d.stop(syscall.SIGKILL)
+
+	out, err := secautoCmd(t, "--config", cfg, "--data-dir", dir, "recover").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), interrupted) {
+		t.Fatalf("recover: %v\n%s", err, out)
+	}
+	if evs, _ := recv.received(); len(evs) != 0 {
+		t.Fatalf("recover delivered events itself: %+v", evs)
+	}
+
+	d2 := startServe(t, dir, "--config", cfg)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		evs, bad := recv.received()
+		if len(bad) > 0 {
+			t.Fatalf("receiver rejected deliveries: %q", bad)
+		}
+		if len(evs) > 0 {
+			time.Sleep(300 * time.Millisecond) // room for a duplicate to show
+			evs, _ = recv.received()
+			if len(evs) != 1 || evs[0].Event != webhook.JobRecovered || evs[0].Job.ID != interrupted || evs[0].Job.Status != job.Failed {
+				t.Fatalf("events after restart: %+v", evs)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job.recovered event left by recover never arrived")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d2.stop(syscall.SIGTERM)
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/secauto/secauto/pkg/config"
 	"github.com/secauto/secauto/pkg/store"
+	"github.com/secauto/secauto/pkg/webhook"
 )
 
 // Factory carries what commands depend on: streams, environment, clock,
@@ -247,4 +248,22 @@ func relPath(p string) string {
 		return r
 	}
 	return p
+}
+
+// outbox queues webhook events for the configured endpoints; commands that
+// change jobs offline leave their events in it for the daemon to deliver.
+func (f *Factory) outbox() (*webhook.Outbox, error) {
+	cfg, err := f.Config()
+	if err != nil {
+		return nil, err
+	}
+	return webhook.NewOutbox(webhookEndpoints(cfg), f.Now), nil
+}
+
+func webhookEndpoints(cfg *config.Config) []webhook.Endpoint {
+	var eps []webhook.Endpoint
+	for _, w := range cfg.Webhooks {
+		eps = append(eps, webhook.Endpoint{URL: w.URL, Events: w.Events, Secret: w.Secret})
+	}
+	return eps
 }

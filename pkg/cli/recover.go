@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/secauto/secauto/pkg/store"
+	"github.com/secauto/secauto/pkg/webhook"
 	"github.com/spf13/cobra"
 )
 
@@ -68,9 +69,15 @@ func (f *Factory) recover(dryRun bool) (res *store.RecoverResult, rep store.Open
 	if dryRun {
 		mode = readOnly
 	}
+	outbox, err := f.outbox()
+	if err != nil {
+		return nil, rep, err
+	}
 	err = f.withStore(mode, "recover", "recovering", func(s *store.Store, _ store.Progress) error {
 		rep = s.Report()
-		res, err = s.Recover(store.RecoverOptions{DryRun: dryRun})
+		// The job.recovered events wait in the outbox, written with the
+		// jobs they announce, until the next serve delivers them.
+		res, err = s.Recover(store.RecoverOptions{DryRun: dryRun, Also: outbox.JobRecords(webhook.JobRecovered)})
 		if err != nil {
 			return fmt.Errorf("recovery failed: %w", err)
 		}

@@ -12,7 +12,6 @@ import (
 	"github.com/secauto/secauto/pkg/config"
 	"github.com/secauto/secauto/pkg/server"
 	"github.com/secauto/secauto/pkg/store"
-	"github.com/secauto/secauto/pkg/webhook"
 	"github.com/spf13/cobra"
 )
 
@@ -107,9 +106,7 @@ func serveOptions(opts *ServeOptions, cfg *config.Config, dir string) (server.Op
 			BackupCompress:    cfg.Jobs.BackupCompress,
 		},
 	}
-	for _, w := range cfg.Webhooks {
-		so.Webhooks = append(so.Webhooks, webhook.Endpoint{URL: w.URL, Events: w.Events, Secret: w.Secret})
-	}
+	so.Webhooks = webhookEndpoints(cfg)
 	if opts.Port != nil {
 		if *opts.Port < 0 || *opts.Port > 65535 {
 			return so, usageErrorf("invalid --port %d: use 1-65535, or 0 for any free port", *opts.Port)
