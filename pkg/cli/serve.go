@@ -125,6 +125,9 @@ func serveOptions(opts *ServeOptions, cfg *config.Config, dir string) (server.Op
 		}
 		so.Address = *opts.Address
 	}
+	if err := so.CheckExposure(); err != nil {
+		return so, &configError{err}
+	}
 	return so, nil
 }
 

@@ -66,6 +66,15 @@ logging: {level: debug, format: json, file: ""}
 	if err := serveRun(context.Background(), opts); exitCode(err) != ExitUsage || !strings.Contains(err.Error(), "--workers -1") {
 		t.Errorf("bad --workers: %v", err)
 	}
+
+	// A non-loopback address without tokens is a configuration mistake:
+	// exit 2 before anything starts, so systemd does not retry it.
+	cfg.Server.AuthTokens = nil
+	opts.Workers, opts.Address, opts.Insecure = nil, nil, false
+	got = server.Options{}
+	if err := serveRun(context.Background(), opts); exitCode(err) != ExitUsage || !strings.Contains(err.Error(), "non-loopback address 0.0.0.0") || got.Address != "" {
+		t.Errorf("0.0.0.0 without tokens: exit %d, %v, ran with %q", exitCode(err), err, got.Address)
+	}
 }
 
 func TestLoggerFormat(t *testing.T) {

@@ -290,8 +290,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // clean shutdown.
 func Run(ctx context.Context, o Options) error {
 	o = o.withDefaults()
-	if len(o.AuthTokens) == 0 && !o.Insecure && !isLoopback(o.Address) {
-		return fmt.Errorf("refusing to listen on non-loopback address %s without auth tokens; set server.auth_tokens or use --insecure", o.Address)
+	if err := o.CheckExposure(); err != nil {
+		return err
 	}
 	log := o.Logger
 
@@ -430,6 +430,20 @@ func logRecovery(log *slog.Logger, rep store.OpenReport, rec *store.RecoverResul
 		level = slog.LevelWarn
 	}
 	log.Log(context.Background(), level, "recovery finished", attrs...)
+}
+
+// CheckExposure refuses what Run refuses: an API on a non-loopback
+// address without auth tokens, unless Insecure. Callers check it first to
+// report it as the configuration mistake it is.
+func (o Options) CheckExposure() error {
+	addr := o.Address
+	if addr == "" {
+		addr = DefaultAddress
+	}
+	if len(o.AuthTokens) == 0 && !o.Insecure && !isLoopback(addr) {
+		return fmt.Errorf("refusing to listen on non-loopback address %s without auth tokens; set server.auth_tokens or use --insecure", addr)
+	}
+	return nil
 }
 
 // isLoopback reports whether host names only the local machine.
