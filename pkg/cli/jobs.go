@@ -40,8 +40,8 @@ func NewCmdJobs(f *Factory) *cobra.Command {
 	cmd := groupCommand("jobs",
 		"List and inspect jobs",
 		strings.TrimSpace(`
-List and inspect the jobs in the data directory. These commands only read:
-they take no lock and are safe while the daemon runs.
+List and inspect the jobs in the data directory. These commands only read;
+while the daemon runs, it answers them.
 `+exitStatus("the command failed, or jobs show found no such job")),
 		example(`
   secauto jobs list --status running,pending

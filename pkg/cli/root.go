@@ -33,8 +33,9 @@ crash-safe store in the data directory.
 
 "secauto serve" is the daemon: an HTTP API, a worker pool, crash recovery,
 webhooks and background cleanup and backups. The other commands administer
-the same data directory; run them while the daemon is stopped, or read-only
-beside it (jobs, backup list, verify, dry runs).
+the same data directory: on the files when no daemon runs, and through the
+daemon's API when one holds the directory (found through secauto.lock), with
+the same output either way. If that daemon cannot be reached they exit 2.
 
 Configuration is read from --config, else $SECAUTO_CONFIG, else
 ./config.yaml when present, else built-in defaults.
