@@ -44,7 +44,7 @@ func (s *Store) Backup(o BackupOptions) (*BackupResult, error) {
 			return res, fmt.Errorf("backup %s written, but removing old backups failed: %w", res.Path, err)
 		}
 	}
-	s.log.Info("backup created", "file", res.Path, "jobs", res.Jobs, "bytes", res.Size, "removed", len(res.Removed))
+	s.log.Debug("backup created", "file", res.Path, "jobs", res.Jobs, "bytes", res.Size, "removed", len(res.Removed))
 	return res, nil
 }
 
@@ -300,7 +300,7 @@ func (s *Store) Restore(path string, o BackupOptions) (*RestoreResult, error) {
 			s.log.Warn("removing old backups failed", "err", err.Error())
 		}
 	}
-	s.log.Info("store restored", "from", path, "jobs", res.RestoredJobs, "safety_backup", res.SafetyBackup)
+	s.log.Debug("store restored", "from", path, "jobs", res.RestoredJobs, "safety_backup", res.SafetyBackup)
 	return res, nil
 }
 

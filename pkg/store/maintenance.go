@@ -69,7 +69,7 @@ func (s *Store) Cleanup(o CleanupOptions) (*CleanupResult, error) {
 	if err := s.commit(changes, nil); err != nil {
 		return nil, err
 	}
-	s.log.Info("cleanup completed", "deleted", len(ids))
+	s.log.Debug("cleanup completed", "deleted", len(ids))
 	return res, nil
 }
 
@@ -134,7 +134,7 @@ func (s *Store) Recover(o RecoverOptions) (*RecoverResult, error) {
 			return nil, fmt.Errorf("recover job %s: %w", j.ID, err)
 		}
 		res.Recovered = append(res.Recovered, nj)
-		s.log.Warn("job recovered", "job_id", nj.ID, "status", string(nj.Status), "attempts", nj.Attempts)
+		s.log.Debug("job recovered", "job_id", nj.ID, "status", string(nj.Status), "attempts", nj.Attempts)
 	}
 	s.mu.Lock()
 	res.Pending = s.counts[job.Pending]

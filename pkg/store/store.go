@@ -65,6 +65,9 @@ type Options struct {
 	// OnSync, if set, is told the duration of every journal write and
 	// fsync and how many changes it made durable (for metrics).
 	OnSync func(d time.Duration, changes int)
+	// Logger hears the repairs Open makes at warning level. Operations
+	// (backup, restore, cleanup, recovery) are logged at debug level only:
+	// their callers log them once, with their own figures.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
