@@ -304,6 +304,11 @@ func Run(ctx context.Context, o Options) error {
 	} else {
 		so.OnSync = o.syncMetrics.observe
 	}
+	if next := so.OnSnapshot; next != nil {
+		so.OnSnapshot = func(d time.Duration, n int) { o.syncMetrics.observeSnapshot(d, n); next(d, n) }
+	} else {
+		so.OnSnapshot = o.syncMetrics.observeSnapshot
+	}
 	host, _ := os.Hostname()
 	so.Owner = store.Owner{PID: os.Getpid(), Host: host, Command: "secauto serve", StartedAt: time.Now().UTC()}
 	st, err := store.Open(so)

@@ -903,7 +903,7 @@ func TestRunRecoversAndStops(t *testing.T) {
 	runErr := make(chan error, 1)
 	go func() {
 		runErr <- Run(ctx, Options{
-			Store:    store.Options{Dir: dir},
+			Store:    store.Options{Dir: dir, SnapshotInterval: 20 * time.Millisecond},
 			Logger:   slog.New(slog.NewJSONHandler(&logs, nil)),
 			Ready:    func(addr string) { ready <- addr },
 			Webhooks: []webhook.Endpoint{{URL: hook.URL, Secret: "s3cret"}},
@@ -944,16 +944,23 @@ func TestRunRecoversAndStops(t *testing.T) {
 		t.Errorf("retried job attempts = %d, want 2", j.Attempts)
 	}
 
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	metrics := func() string {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		mb, _ := io.ReadAll(resp.Body)
+		return string(mb)
 	}
-	mb, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if strings.Contains(string(mb), "secauto_store_journal_sync_seconds_count 0") ||
-		!strings.Contains(string(mb), "secauto_store_journal_sync_seconds_count") {
+	if mb := metrics(); strings.Contains(mb, "secauto_store_journal_sync_seconds_count 0") ||
+		!strings.Contains(mb, "secauto_store_journal_sync_seconds_count") {
 		t.Errorf("journal syncs are not observed:\n%s", mb)
 	}
+	waitFor(t, "a snapshot to be observed", func() bool {
+		mb := metrics()
+		return strings.Contains(mb, "secauto_store_snapshot_seconds_count") && !strings.Contains(mb, "secauto_store_snapshot_seconds_count 0")
+	})
 
 	// A second daemon on the same directory is refused with the holder named.
 	err = Run(context.Background(), Options{Store: store.Options{Dir: dir}})

@@ -65,6 +65,9 @@ type Options struct {
 	// OnSync, if set, is told the duration of every journal write and
 	// fsync and how many changes it made durable (for metrics).
 	OnSync func(d time.Duration, changes int)
+	// OnSnapshot, if set, is told how long writing jobs.json (and cutting
+	// the journal) took and how many jobs it holds (for metrics).
+	OnSnapshot func(d time.Duration, jobs int)
 	// Logger hears the repairs Open makes at warning level. Operations
 	// (backup, restore, cleanup, recovery) are logged at debug level only:
 	// their callers log them once, with their own figures.
@@ -921,7 +924,11 @@ func (s *Store) compactLocked() error {
 	s.snapBytes = written
 	s.lastSnap = s.opts.Now()
 	s.mu.Unlock()
-	s.log.Debug("snapshot written", "jobs", len(items), "bytes", written, "took", time.Since(start).String())
+	took := time.Since(start)
+	s.log.Debug("snapshot written", "jobs", len(items), "bytes", written, "took", took.String())
+	if s.opts.OnSnapshot != nil {
+		s.opts.OnSnapshot(took, len(items))
+	}
 	return nil
 }
 
