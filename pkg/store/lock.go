@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,12 +14,22 @@ import (
 	"github.com/gofrs/flock"
 )
 
+// lockPatience is how long Open waits for a lock held by someone else.
+const lockPatience = 200 * time.Millisecond
+
 // acquireLock makes this process the directory's only writer and records
 // who it is.
 func (s *Store) acquireLock() error {
 	lpath := s.path(LockFile)
 	fl := flock.New(lpath, flock.SetPermissions(fileMode))
-	ok, err := fl.TryLock()
+	// Locked probes the lock with a shared lock held for an instant; a
+	// short retry keeps such a probe from turning a writer away.
+	ctx, cancel := context.WithTimeout(context.Background(), lockPatience)
+	defer cancel()
+	ok, err := fl.TryLockContext(ctx, 10*time.Millisecond)
+	if errors.Is(err, context.DeadlineExceeded) {
+		ok, err = false, nil
+	}
 	if err != nil {
 		return fmt.Errorf("lock %s: %w", lpath, err)
 	}
