@@ -434,6 +434,7 @@ func (s *Server) handleAdminRestore(w http.ResponseWriter, r *http.Request) {
 		ids = append(ids, j.ID)
 	}
 	release(ids, true)
+	s.releaseWaitersOfGoneJobs()
 
 	out := *res
 	out.SafetyBackup = absPath(out.SafetyBackup)
@@ -449,6 +450,21 @@ func (s *Server) handleAdminRestore(w http.ResponseWriter, r *http.Request) {
 		"queued_jobs":      len(ids),
 	})
 	writeJSON(w, http.StatusOK, out)
+}
+
+// releaseWaitersOfGoneJobs answers the POST /playbook clients whose job a
+// restore removed: it will never end.
+func (s *Server) releaseWaitersOfGoneJobs() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, ws := range s.waiters {
+		if _, err := s.st.Get(id); errors.Is(err, store.ErrNotFound) {
+			for _, w := range ws {
+				w <- nil
+			}
+			delete(s.waiters, id)
+		}
+	}
 }
 
 // stopRunning cancels every running job and waits until each worker has

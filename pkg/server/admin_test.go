@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -263,6 +264,14 @@ func TestAdminRestoreWhileJobRuns(t *testing.T) {
 	long := e.submit(sleepJob)
 	e.waitStatus(long, job.Running)
 	queued := e.submit(logJob) // waits for the only worker
+	// A client waiting on POST /playbook for a job the restore removes is
+	// answered, not left hanging.
+	waited := make(chan string, 1)
+	go func() {
+		code, b := e.do("POST", "/playbook", logJob)
+		waited <- fmt.Sprintf("%d %s", code, b)
+	}()
+	waitFor(t, "the waiting submission to be queued", func() bool { return e.srv.queue.len() == 2 })
 
 	for _, tt := range []struct{ body, want string }{
 		{`{"path":"relative/backup"}`, "not absolute"},
@@ -289,6 +298,15 @@ func TestAdminRestoreWhileJobRuns(t *testing.T) {
 	res := decodeBody[store.RestoreResult](t, b)
 	if code != http.StatusOK || res.RestoredJobs != 2 || !filepath.IsAbs(res.SafetyBackup) {
 		t.Fatalf("restore: %d %s", code, b)
+	}
+
+	select {
+	case got := <-waited:
+		if !strings.HasPrefix(got, "409 ") || !strings.Contains(got, "removed by a backup restore") {
+			t.Errorf("POST /playbook waiting across the restore: %s", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("POST /playbook waiting across the restore was not answered")
 	}
 
 	// The jobs of before are gone, kept in the safety backup; the running

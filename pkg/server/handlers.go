@@ -153,14 +153,20 @@ func (s *Server) handleSubmitWait(w http.ResponseWriter, r *http.Request) {
 
 	select {
 	case done := <-ch:
+		if done == nil {
+			writeError(w, http.StatusConflict, fmt.Sprintf("job %s was removed by a backup restore before it ended", j.ID))
+			return
+		}
 		writeJSON(w, http.StatusOK, done)
 	case <-r.Context().Done():
 		s.dropWaiter(j.ID, ch)
 	case <-s.stopped:
 		select {
 		case done := <-ch:
-			writeJSON(w, http.StatusOK, done)
-			return
+			if done != nil {
+				writeJSON(w, http.StatusOK, done)
+				return
+			}
 		default:
 		}
 		s.dropWaiter(j.ID, ch)
