@@ -27,7 +27,9 @@ import (
 // release without a schedule):
 //   - backup: the newest backup file in the data directory counts as the
 //     last backup; with none, the first backup is written right after
-//     start, so a new install does not go unprotected for a whole interval;
+//     start, so a new install does not go unprotected for a whole interval
+//     (but not while the store is still empty: a backup of nothing would
+//     start the interval, so it looks again every min(interval, 1h));
 //   - cleanup: the schedule starts now (recorded as "since") and the first
 //     cleanup runs one interval later, so the first start of a new or
 //     upgraded install does not delete anything the moment it comes up.
@@ -398,6 +400,9 @@ func (m *maintainer) runBackup() {
 	defer m.runMu.Unlock()
 	s := m.s
 	start := m.now()
+	if m.firstBackupOfNothing() {
+		return
+	}
 	res, err := s.st.Backup(store.BackupOptions{Keep: max(s.maint.BackupKeep, 0), Compress: s.maint.BackupCompress})
 	if err != nil && res != nil {
 		// Written, but pruning old backups failed: the backup counts.
@@ -405,6 +410,21 @@ func (m *maintainer) runBackup() {
 		err = nil
 	}
 	m.noteBackup("schedule", start, m.now().Sub(start), res, err, true)
+}
+
+// firstBackupOfNothing puts off the first backup of a store that holds no
+// jobs yet: a backup of nothing would start the interval and leave the
+// first real jobs without a backup for all of it. It looks again after a
+// retry delay.
+func (m *maintainer) firstBackupOfNothing() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.tasks[taskBackup]
+	if !t.lastSuccess.IsZero() || m.s.st.Stats().Jobs > 0 {
+		return false
+	}
+	t.next = m.now().Add(t.retryDelay())
+	return true
 }
 
 // noteBackup records a backup's outcome: the schedule record, metrics, the

@@ -234,6 +234,47 @@ func schedule(t *testing.T, st *store.Store, task string) scheduleRecord {
 	return rec
 }
 
+// seedJob stores one finished job in dir, so its first backup is not put
+// off as a backup of nothing.
+func seedJob(t *testing.T, dir string, fc *fakeClock) {
+	t.Helper()
+	st, err := store.Open(store.Options{Dir: dir, SnapshotInterval: -1, Now: fc.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	finishedJob(t, st, fc.Now())
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A new data directory with no jobs is not backed up at first start (a
+// backup of nothing would start the week); the first backup comes within a
+// retry delay of the first job.
+func TestMaintenanceFirstBackupWaitsForJobs(t *testing.T) {
+	T := time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC)
+	fc := newFakeClock(T)
+	dir := t.TempDir()
+	d := &daemonSim{t: t, dir: dir, fc: fc, o: Options{Maintenance: Maintenance{BackupEnabled: true, BackupInterval: 168 * time.Hour}}}
+	d.start()
+	if b := backups(t, dir); len(b) != 0 {
+		t.Fatalf("an empty store was backed up: %v", b)
+	}
+	finishedJob(t, d.st, T.Add(time.Minute))
+	d.set(T.Add(59 * time.Minute))
+	if b := backups(t, dir); len(b) != 0 {
+		t.Fatalf("backed up before the retry delay: %v", b)
+	}
+	d.set(T.Add(time.Hour))
+	if b := backups(t, dir); len(b) != 1 {
+		t.Fatalf("no first backup an hour after the first job: %v", b)
+	}
+	if s := d.stats(); s.NextBackup == nil || !s.NextBackup.Equal(T.Add(time.Hour+168*time.Hour)) {
+		t.Errorf("next backup %v, want a week after the first", s.NextBackup)
+	}
+	d.stop()
+}
+
 func finishedJob(t *testing.T, st *store.Store, at time.Time) string {
 	t.Helper()
 	j, err := st.Create(&job.Job{Playbook: []job.Step{{Name: "a", Action: "log", Params: map[string]any{"message": "x"}}}})
@@ -434,6 +475,7 @@ func TestMaintenanceBackupFailureRetries(t *testing.T) {
 	if err := os.MkdirAll(blocker, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	seedJob(t, dir, fc)
 	d := &daemonSim{t: t, dir: dir, fc: fc, o: Options{
 		Maintenance: Maintenance{BackupEnabled: true, BackupInterval: 168 * time.Hour},
 		Webhooks:    []webhook.Endpoint{{URL: hookURL}},
