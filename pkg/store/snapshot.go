@@ -25,6 +25,10 @@ type entry struct {
 	status    job.Status
 	created   int64 // unix nanoseconds
 	completed int64 // unix nanoseconds; 0 when unset
+	// live is the decoded job of a running entry written by Update, kept
+	// so the job's next updates (its step results and its end) copy it
+	// instead of decoding raw again. It is never modified.
+	live *job.Job
 }
 
 type keyed struct {

@@ -638,9 +638,14 @@ func (s *Store) UpdateWith(id string, fn func(*job.Job) error, also func(*job.Jo
 var errRetry = errors.New("retry")
 
 func prepareUpdate(id string, base *entry, fn func(*job.Job) error) (*entry, *job.Job, error) {
-	j, err := decodeJob(base)
-	if err != nil {
-		return nil, nil, err
+	var j *job.Job
+	if base.live != nil {
+		j = base.live.Clone()
+	} else {
+		var err error
+		if j, err = decodeJob(base); err != nil {
+			return nil, nil, err
+		}
 	}
 	if err := fn(j); err != nil {
 		return nil, nil, err
@@ -649,6 +654,11 @@ func prepareUpdate(id string, base *entry, fn func(*job.Job) error) (*entry, *jo
 		return nil, nil, err
 	}
 	e, err := encodeJob(j)
+	if err == nil && j.Status == job.Running {
+		// Only running jobs: they are few (one per worker) and are the
+		// ones updated again soon.
+		e.live = j.Clone()
+	}
 	return e, j, err
 }
 

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -539,5 +540,51 @@ func TestVerifyChecksRecords(t *testing.T) {
 	}
 	if res.OK || len(res.Problems) != 1 || res.Problems[0].Message != "a/bad is bad" || filepath.Base(res.Problems[0].File) != RecordsFile {
 		t.Errorf("verify: %+v", res)
+	}
+}
+
+// A running job's next update starts from a kept copy instead of decoding
+// the stored job; the result must be the same as decoding it, which a
+// store reopened before every update does.
+func TestUpdatesOfRunningJobsMatchDecoding(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	steps := []func(*job.Job) error{
+		func(j *job.Job) error { return j.Start(at) },
+		func(j *job.Job) error {
+			j.Results = append(j.Results, job.Result{Step: "a", Action: "http", Status: job.StepOK, StartedAt: at,
+				Output: map[string]any{"status": 200, "headers": map[string]string{"X": "1"}, "keys": []string{"k"}, "body": []any{1.5, "x"}}})
+			j.Context["seen"] = map[string]any{"n": 1}
+			return nil
+		},
+		func(j *job.Job) error { return j.Finish(job.Completed, "", at.Add(time.Second)) },
+	}
+	run := func(reopen bool) []byte {
+		dir := t.TempDir()
+		s := openT(t, dir)
+		mustCreate(t, s, &job.Job{ID: "j1", CreatedAt: at, Playbook: []job.Step{{Name: "a", Action: "log"}}, Context: map[string]any{"alert": "A-1"}})
+		for _, fn := range steps {
+			if reopen {
+				s.Close()
+				s = openT(t, dir)
+			}
+			j, err := s.Update("j1", fn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// What Update returns is the caller's to change.
+			if seen, ok := j.Context["seen"].(map[string]any); ok {
+				seen["n"] = 99
+			}
+		}
+		s.Close()
+		data, err := os.ReadFile(filepath.Join(dir, SnapshotFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	kept, decoded := run(false), run(true)
+	if !bytes.Equal(kept, decoded) {
+		t.Errorf("updates from the kept copy:\n%s\nfrom decoding:\n%s", kept, decoded)
 	}
 }
