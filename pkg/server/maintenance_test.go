@@ -79,47 +79,6 @@ func (c *fakeClock) armed() int {
 	return len(c.timers)
 }
 
-// event is one delivery a hookRecorder received.
-type event struct {
-	Event string         `json:"event"`
-	Time  time.Time      `json:"time"`
-	Data  map[string]any `json:"data"`
-}
-
-// hookRecorder is a webhook receiver that keeps every event.
-type hookRecorder struct {
-	mu     sync.Mutex
-	events []event
-}
-
-func newHookRecorder(t *testing.T) (*hookRecorder, string) {
-	r := &hookRecorder{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		var ev event
-		if err := json.Unmarshal(body, &ev); err != nil {
-			t.Errorf("event body %q: %v", body, err)
-		}
-		r.mu.Lock()
-		r.events = append(r.events, ev)
-		r.mu.Unlock()
-	}))
-	t.Cleanup(srv.Close)
-	return r, srv.URL
-}
-
-func (r *hookRecorder) named(name string) []event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []event
-	for _, ev := range r.events {
-		if ev.Event == name {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
 // daemonSim starts and stops Servers over one data directory on a fake
 // clock, as restarts of the daemon would.
 type daemonSim struct {
@@ -304,7 +263,7 @@ func TestMaintenanceScheduleSurvivesRestarts(t *testing.T) {
 	T := time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC)
 	fc := newFakeClock(T)
 	dir := t.TempDir()
-	hooks, hookURL := newHookRecorder(t)
+	hooks, hookSrv := newReceiver(t, "")
 
 	st, err := store.Open(store.Options{Dir: dir, SnapshotInterval: -1, Now: fc.Now})
 	if err != nil {
@@ -324,7 +283,7 @@ func TestMaintenanceScheduleSurvivesRestarts(t *testing.T) {
 			BackupInterval:  7 * day,
 			BackupKeep:      10,
 		},
-		Webhooks: []webhook.Endpoint{{URL: hookURL}},
+		Webhooks: []webhook.Endpoint{{URL: hookSrv.URL}},
 	}}
 
 	// Day 0: a new data directory is backed up at once; cleanup waits.
@@ -469,7 +428,7 @@ func TestMaintenanceBackupFailureRetries(t *testing.T) {
 	T := time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC)
 	fc := newFakeClock(T)
 	dir := t.TempDir()
-	hooks, hookURL := newHookRecorder(t)
+	hooks, hookSrv := newReceiver(t, "")
 	// A directory where the backup's temporary file goes makes it fail.
 	blocker := filepath.Join(dir, "jobs.json.backup.20250701-000000.tmp")
 	if err := os.MkdirAll(blocker, 0o700); err != nil {
@@ -478,7 +437,7 @@ func TestMaintenanceBackupFailureRetries(t *testing.T) {
 	seedJob(t, dir, fc)
 	d := &daemonSim{t: t, dir: dir, fc: fc, o: Options{
 		Maintenance: Maintenance{BackupEnabled: true, BackupInterval: 168 * time.Hour},
-		Webhooks:    []webhook.Endpoint{{URL: hookURL}},
+		Webhooks:    []webhook.Endpoint{{URL: hookSrv.URL}},
 	}}
 	d.start()
 	rec := schedule(t, d.st, taskBackup)
