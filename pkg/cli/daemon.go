@@ -219,6 +219,15 @@ func (c *daemonClient) do(method, path string, query url.Values, in, out any, ti
 
 // ping checks, once, that the daemon answers this command and offers the
 // admin endpoints, with a request that reads next to nothing.
+// work sends a request whose work grows with the store: after a quick
+// check that the daemon answers at all, it may take daemonWorkTimeout.
+func (c *daemonClient) work(method, path string, in, out any) error {
+	if err := c.ping(); err != nil {
+		return err
+	}
+	return c.do(method, path, nil, in, out, daemonWorkTimeout)
+}
+
 func (c *daemonClient) ping() error {
 	if c.pinged {
 		return nil
@@ -313,9 +322,6 @@ func (d daemonJobs) Close() error { return nil }
 // cleanup runs a cleanup with exactly the retention the command computed
 // and prints, so what it says is what the daemon did.
 func (c *daemonClient) cleanup(o store.CleanupOptions) (*store.CleanupResult, error) {
-	if err := c.ping(); err != nil {
-		return nil, err
-	}
 	req := server.AdminCleanupRequest{DryRun: o.DryRun}
 	if o.Retention > 0 {
 		req.OlderThan = o.Retention.String()
@@ -327,7 +333,7 @@ func (c *daemonClient) cleanup(o store.CleanupOptions) (*store.CleanupResult, er
 		}
 	}
 	var res store.CleanupResult
-	if err := c.do("POST", "/admin/cleanup", nil, req, &res, daemonWorkTimeout); err != nil {
+	if err := c.work("POST", "/admin/cleanup", req, &res); err != nil {
 		return nil, err
 	}
 	if res.IDs == nil {
@@ -339,11 +345,8 @@ func (c *daemonClient) cleanup(o store.CleanupOptions) (*store.CleanupResult, er
 // backup writes a backup with the daemon's jobs.backup_keep, and its
 // jobs.backup_compress unless compress is set.
 func (c *daemonClient) backup(compress *bool) (*store.BackupResult, error) {
-	if err := c.ping(); err != nil {
-		return nil, err
-	}
 	var res store.BackupResult
-	if err := c.do("POST", "/admin/backups", nil, server.AdminBackupRequest{Compress: compress}, &res, daemonWorkTimeout); err != nil {
+	if err := c.work("POST", "/admin/backups", server.AdminBackupRequest{Compress: compress}, &res); err != nil {
 		return nil, err
 	}
 	res.Path = c.local(res.Path)
@@ -354,11 +357,8 @@ func (c *daemonClient) backup(compress *bool) (*store.BackupResult, error) {
 }
 
 func (c *daemonClient) listBackups() ([]store.BackupInfo, error) {
-	if err := c.ping(); err != nil {
-		return nil, err
-	}
 	var list []store.BackupInfo
-	if err := c.do("GET", "/admin/backups", nil, nil, &list, daemonWorkTimeout); err != nil {
+	if err := c.work("GET", "/admin/backups", nil, &list); err != nil {
 		return nil, err
 	}
 	for i := range list {
@@ -370,11 +370,8 @@ func (c *daemonClient) listBackups() ([]store.BackupInfo, error) {
 // restore has the daemon restore the backup at path, which the daemon
 // reads itself; path must be absolute.
 func (c *daemonClient) restore(path string) (*store.RestoreResult, error) {
-	if err := c.ping(); err != nil {
-		return nil, err
-	}
 	var res store.RestoreResult
-	if err := c.do("POST", "/admin/restore", nil, server.AdminRestoreRequest{Path: path}, &res, daemonWorkTimeout); err != nil {
+	if err := c.work("POST", "/admin/restore", server.AdminRestoreRequest{Path: path}, &res); err != nil {
 		return nil, err
 	}
 	res.SafetyBackup = c.local(res.SafetyBackup)
@@ -382,11 +379,8 @@ func (c *daemonClient) restore(path string) (*store.RestoreResult, error) {
 }
 
 func (c *daemonClient) verify() (*store.VerifyResult, error) {
-	if err := c.ping(); err != nil {
-		return nil, err
-	}
 	var res store.VerifyResult
-	if err := c.do("GET", "/admin/verify", nil, nil, &res, daemonWorkTimeout); err != nil {
+	if err := c.work("GET", "/admin/verify", nil, &res); err != nil {
 		return nil, err
 	}
 	for i := range res.Problems {
