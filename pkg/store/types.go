@@ -29,6 +29,9 @@ var (
 	ErrClosed = errors.New("store is closed")
 	// ErrExists: Create with an id that is already stored.
 	ErrExists = errors.New("job id already exists")
+	// ErrNoSpace: the disk is full. Nothing was changed, nothing
+	// acknowledged is lost, and writes succeed again once space returns.
+	ErrNoSpace = errors.New("no space left on the device holding the data directory")
 )
 
 // Owner describes the process holding a data directory's lock. It is written
