@@ -1,0 +1,54 @@
+//go:build windows
+
+package fsys
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"syscall"
+	"time"
+)
+
+// openNoFollow refuses a symbolic link (or junction) found by Lstat. Windows
+// has no O_NOFOLLOW, and creating links there needs privileges an attacker
+// of a data directory rarely has, so the check before the open is enough.
+func openNoFollow(name string, flag int, perm fs.FileMode) (*os.File, error) {
+	if fi, err := os.Lstat(name); err == nil && fi.Mode()&(fs.ModeSymlink|fs.ModeIrregular) != 0 {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: ErrSymlink}
+	}
+	return os.OpenFile(name, flag, perm)
+}
+
+// syncDir does nothing: Windows cannot open a directory for fsync, and NTFS
+// journals creates and renames itself.
+func syncDir(name string) error { return nil }
+
+// rename retries while Windows refuses because another process (a script
+// reading jobs.json, an antivirus scan) has newname open.
+func rename(oldname, newname string) error {
+	var err error
+	for wait := 5 * time.Millisecond; wait < 3*time.Second; wait *= 2 {
+		if err = os.Rename(oldname, newname); err == nil {
+			return nil
+		}
+		var errno syscall.Errno
+		if !errors.As(err, &errno) || (errno != syscall.ERROR_ACCESS_DENIED && errno != errorSharingViolation) {
+			return err
+		}
+		time.Sleep(wait)
+	}
+	return err
+}
+
+const (
+	errorSharingViolation syscall.Errno = 32
+	errorHandleDiskFull   syscall.Errno = 39
+	errorDiskFull         syscall.Errno = 112
+)
+
+func isNoSpaceOS(err error) bool {
+	return errors.Is(err, errorDiskFull) || errors.Is(err, errorHandleDiskFull)
+}
+
+const permBitsMeaningful = false
