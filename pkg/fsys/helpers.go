@@ -50,14 +50,15 @@ func WriteFileAtomic(fsys FS, path string, perm fs.FileMode, write func(w io.Wri
 	if err = write(bw); err != nil {
 		return err
 	}
+	// The file system's errors name the temp file already.
 	if err = bw.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
+		return err
 	}
 	if err = f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
+		return err
 	}
 	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
+		return err
 	}
 	if err = fsys.Rename(tmp, path); err != nil {
 		return err
@@ -119,7 +120,7 @@ func WriteNewFile(fsys FS, path string, perm fs.FileMode, data []byte) error {
 		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
-		return fail(fmt.Errorf("fsync %s: %w", path, err))
+		return fail(err)
 	}
 	if err := f.Close(); err != nil {
 		fsys.Remove(path)

@@ -81,7 +81,7 @@ func (c *FS) survivors(opts CrashOptions) *FS {
 			} else {
 				data, mtime := o.durable, o.durMtime
 				if opts.TornWrites {
-					if torn := tear(rnd, o); !bytes.Equal(torn, data) {
+					if torn := tear(rnd, o, opts.ZeroFill); !bytes.Equal(torn, data) {
 						data, mtime = torn, o.mtime
 					}
 				}
@@ -104,11 +104,16 @@ func (c *FS) survivors(opts CrashOptions) *FS {
 // tear returns what a disk may hold of a file whose current bytes were not
 // all synced: its durable bytes plus a random prefix of those appended
 // since, or where older bytes were overwritten or cut, old or new length
-// with each sector old or new at random.
-func tear(rnd *rand.Rand, o *inode) []byte {
+// with each sector old or new at random. With zeroFill the new bytes kept
+// may all be zeros.
+func tear(rnd *rand.Rand, o *inode, zeroFill bool) []byte {
 	dur, cur := o.durable, o.data
 	if o.dirtyFrom == math.MaxInt64 && len(dur) == len(cur) {
 		return dur
+	}
+	if zeroFill && rnd.IntN(2) == 0 {
+		cur = make([]byte, len(cur))
+		copy(cur, dur[:min(len(dur), int(o.dirtyFrom))])
 	}
 	if o.dirtyFrom >= int64(len(dur)) && len(cur) >= len(dur) {
 		return cur[:len(dur)+rnd.IntN(len(cur)-len(dur)+1)]

@@ -542,3 +542,49 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+func TestTornWritesZeroFill(t *testing.T) {
+	sawZeros := false
+	for seed := range uint64(50) {
+		c := New()
+		mustMkdir(t, c, "/d")
+		fsys.WriteNewFile(c, "/d/log", 0o600, []byte("durable"))
+		f, _ := c.OpenFile("/d/log", os.O_WRONLY|os.O_APPEND, 0)
+		io.WriteString(f, "+appended")
+		img := c.CrashWith(CrashOptions{TornWrites: true, ZeroFill: true, Rand: rand.New(rand.NewPCG(seed, 3))})
+		got, _ := img.ReadFile("/d/log")
+		if !bytes.HasPrefix(got, []byte("durable")) || len(got) > len("durable+appended") {
+			t.Fatalf("seed %d: log = %q", seed, got)
+		}
+		tail := got[len("durable"):]
+		if len(tail) > 0 && bytes.Count(tail, []byte{0}) == len(tail) {
+			sawZeros = true
+		} else if !strings.HasPrefix("+appended", string(tail)) {
+			t.Fatalf("seed %d: tail %q is neither zeros nor the bytes written", seed, tail)
+		}
+	}
+	if !sawZeros {
+		t.Fatal("no crash kept a zero-filled tail")
+	}
+}
+
+func TestOpenDirectory(t *testing.T) {
+	c := New()
+	mustMkdir(t, c, "/d")
+	for _, flag := range []int{os.O_WRONLY, os.O_RDWR, os.O_CREATE | os.O_RDONLY, os.O_TRUNC | os.O_RDONLY} {
+		if _, err := c.OpenFile("/d", flag, 0); !errors.Is(err, syscall.EISDIR) {
+			t.Errorf("flag %#x: %v, want EISDIR", flag, err)
+		}
+	}
+	d, err := c.OpenFile("/d", os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// fsync of a directory handle is SyncDir, as on unix.
+	fsys.WriteNewFile(c, "/d/f", 0o600, nil)
+	c.Remove("/d/f")
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	wantMissing(t, c.Crash(), "/d/f")
+}
