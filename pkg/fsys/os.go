@@ -12,7 +12,8 @@ import (
 // directory cannot redirect a write; its SyncDir fsyncs the directory where
 // the platform can (on Windows it does nothing: NTFS journals names itself);
 // its Rename on Windows retries for a few seconds while another process holds
-// the target open.
+// the target open. ReadFile, Stat and ReadDir follow links as package os
+// does: reading through a link cannot damage the store.
 var OS FS = osFS{}
 
 // ErrSymlink is the error (inside an *fs.PathError) OS.OpenFile returns for

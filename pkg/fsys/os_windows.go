@@ -10,11 +10,13 @@ import (
 	"time"
 )
 
-// openNoFollow refuses a symbolic link (or junction) found by Lstat. Windows
-// has no O_NOFOLLOW, and creating links there needs privileges an attacker
-// of a data directory rarely has, so the check before the open is enough.
+// openNoFollow refuses a symbolic link found by Lstat. Windows has no
+// O_NOFOLLOW, and creating a symbolic link there takes a privilege an
+// attacker of a data directory rarely has, so the check before the open is
+// enough. Other reparse points (deduplicated or cloud files) are ordinary
+// files to their owner and stay readable.
 func openNoFollow(name string, flag int, perm fs.FileMode) (*os.File, error) {
-	if fi, err := os.Lstat(name); err == nil && fi.Mode()&(fs.ModeSymlink|fs.ModeIrregular) != 0 {
+	if fi, err := os.Lstat(name); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: ErrSymlink}
 	}
 	return os.OpenFile(name, flag, perm)
