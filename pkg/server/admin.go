@@ -18,14 +18,10 @@ package server
 // directory can use them.
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/secauto/secauto/pkg/config"
@@ -71,15 +67,12 @@ type AdminRecoverResponse struct {
 	StartedAt time.Time `json:"started_at"`
 }
 
-// errRestoring is the cause given to running jobs stopped for a restore.
-var errRestoring = errors.New("interrupted by a backup restore")
-
 // adminRoutes adds the admin endpoints to mux.
 func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /admin/cleanup", s.auth(s.handleAdminCleanup))
 	mux.HandleFunc("POST /admin/backups", s.auth(s.handleAdminBackup))
 	mux.HandleFunc("GET /admin/backups", s.auth(s.handleAdminListBackups))
-	mux.HandleFunc("POST /admin/restore", s.auth(s.handleAdminRestore))
+	mux.HandleFunc("POST /admin/restore", s.auth(s.handleAdminRestore)) // restore.go
 	mux.HandleFunc("GET /admin/verify", s.auth(s.handleAdminVerify))
 	mux.HandleFunc("GET /admin/recover", s.auth(s.handleAdminRecover))
 }
@@ -100,30 +93,6 @@ func (s *Server) dataDir() string {
 	return d
 }
 
-// absPath makes a path the store answered (relative to the daemon's
-// working directory when the data directory was given so) absolute.
-func absPath(p string) string {
-	if p == "" || filepath.IsAbs(p) {
-		return p
-	}
-	if a, err := filepath.Abs(p); err == nil {
-		return a
-	}
-	return p
-}
-
-// adminFailure is the answer to a maintenance operation the store could
-// not do: 503 when the store no longer accepts writes, 500 otherwise. The
-// cause is named: only an authenticated operator sees it, and it is what
-// they need (a full disk, a permission).
-func (s *Server) adminFailure(what string, err error) *apiError {
-	code := http.StatusInternalServerError
-	if errors.Is(err, store.ErrClosed) || s.st.Err() != nil {
-		code = http.StatusServiceUnavailable
-	}
-	return &apiError{code, fmt.Sprintf("%s: %v", what, err)}
-}
-
 // decodeOptional reads a JSON body into v when there is one.
 func (s *Server) decodeOptional(w http.ResponseWriter, r *http.Request, v any) *apiError {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
@@ -135,7 +104,8 @@ func (s *Server) decodeOptional(w http.ResponseWriter, r *http.Request, v any) *
 // cleanupOptions turns a cleanup request into the store's options, with
 // the daemon's configured retention where the request gives none.
 func (s *Server) cleanupOptions(req AdminCleanupRequest) (store.CleanupOptions, *apiError) {
-	co := store.CleanupOptions{DryRun: req.DryRun, Retention: s.maint.Retention, ByStatus: s.maint.RetentionByStatus}
+	co := s.cleaner.options()
+	co.DryRun = req.DryRun
 	parse := func(field, v string) (time.Duration, *apiError) {
 		d, err := config.ParseDuration(v)
 		if err != nil {
@@ -183,25 +153,28 @@ func (s *Server) handleAdminCleanup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.code, aerr.msg)
 		return
 	}
-	if !co.DryRun {
-		// One maintenance run at a time, the schedule's included.
-		s.keeper.runMu.Lock()
-		defer s.keeper.runMu.Unlock()
-	}
-	start := s.now()
-	co.Now = start
-	res, err := s.st.Cleanup(co)
+	var (
+		res *store.CleanupResult
+		run runResult
+	)
 	if co.DryRun {
-		if err == nil {
+		// It changes nothing, so it need not wait for a run in progress.
+		co.Now = s.now()
+		res, run = s.cleaner.cleanup(co)
+		if run.err == nil {
 			s.log.Info("cleanup finished", "trigger", "admin", "dry_run", true, "deleted", res.Deleted)
 		}
 	} else {
-		// Logs "cleanup finished", counts it in /stats and the metrics,
-		// and queues cleanup.completed with the schedule's record.
-		s.keeper.noteCleanup("admin", start, s.now().Sub(start), res, err, true)
+		// Through the maintainer, as a scheduled cleanup: one run at a
+		// time, recorded in the schedule, counted and announced.
+		s.keeper.do(s.cleaner, "admin", func(start time.Time) runResult {
+			co.Now = start
+			res, run = s.cleaner.cleanup(co)
+			return run
+		})
 	}
-	if err != nil {
-		aerr := s.adminFailure("cleanup failed", err)
+	if run.err != nil {
+		aerr := s.adminFailure("cleanup failed", run.err)
 		writeError(w, aerr.code, aerr.msg)
 		return
 	}
@@ -214,24 +187,22 @@ func (s *Server) handleAdminBackup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.code, aerr.msg)
 		return
 	}
-	bo := store.BackupOptions{Keep: max(s.maint.BackupKeep, 0), Compress: s.maint.BackupCompress}
+	bo := s.backups.options()
 	if req.Compress != nil {
 		bo.Compress = *req.Compress
 	}
-	s.keeper.runMu.Lock()
-	defer s.keeper.runMu.Unlock()
-	start := s.now()
-	res, err := s.st.Backup(bo)
-	if err != nil && res != nil {
-		// Written, but removing old backups failed: the backup counts.
-		s.log.Warn("backup written, but old backups could not be removed", "path", res.Path, "error", err)
-		err = nil
-	}
-	// Logs "backup finished" (or "backup failed"), counts it, and queues
-	// backup.created or backup.failed.
-	s.keeper.noteBackup("admin", start, s.now().Sub(start), res, err, true)
-	if err != nil {
-		aerr := s.adminFailure("cannot write backup", err)
+	var (
+		res *store.BackupResult
+		run runResult
+	)
+	// Through the maintainer, so it cannot collide with a scheduled backup
+	// and moves the schedule on as one would.
+	s.keeper.do(s.backups, "admin", func(time.Time) runResult {
+		res, run = s.backups.backup(bo)
+		return run
+	})
+	if run.err != nil {
+		aerr := s.adminFailure("cannot write backup", run.err)
 		writeError(w, aerr.code, aerr.msg)
 		return
 	}
@@ -324,167 +295,4 @@ func (s *Server) handleAdminRecover(w http.ResponseWriter, r *http.Request) {
 	out.OpenReport.SnapshotCorruptPath = absPath(out.OpenReport.SnapshotCorruptPath)
 	out.OpenReport.RestoredFrom = absPath(out.OpenReport.RestoredFrom)
 	writeJSON(w, http.StatusOK, out)
-}
-
-func errShuttingDownConflict() *apiError {
-	return &apiError{http.StatusConflict, "the daemon is shutting down; run the restore again once it has stopped"}
-}
-
-// handleAdminRestore replaces the store with a backup. Running jobs are
-// stopped first (they end failed, and are kept in the safety backup), the
-// queue hands out nothing meanwhile, and afterwards jobs the backup holds
-// as running are recovered (nothing runs them) and its pending jobs are
-// queued, oldest first.
-func (s *Server) handleAdminRestore(w http.ResponseWriter, r *http.Request) {
-	if s.draining.Load() {
-		aerr := errShuttingDownConflict()
-		writeError(w, aerr.code, aerr.msg)
-		return
-	}
-	var req AdminRestoreRequest
-	if aerr := decodeJSON(w, r, s.maxBody, &req); aerr != nil {
-		writeError(w, aerr.code, aerr.msg)
-		return
-	}
-	path := req.Path
-	switch {
-	case strings.TrimSpace(path) == "":
-		writeError(w, http.StatusBadRequest, `give the backup to restore as "path"`)
-		return
-	case !filepath.IsAbs(path):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("path %q is not absolute; give the backup's absolute path on the daemon's host", path))
-		return
-	}
-	path = filepath.Clean(path)
-	if fi, err := os.Stat(path); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("cannot read backup %s: %v; nothing was changed", path, errors.Unwrap(err)))
-		return
-	} else if !fi.Mode().IsRegular() {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s is not a file; nothing was changed", path))
-		return
-	}
-	if _, _, err := store.CheckRestoreFile(path); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s is not a usable backup (%v); nothing was changed", path, err))
-		return
-	}
-
-	start := s.now()
-	// Holding the queue's lock keeps workers from taking jobs (and
-	// submissions from queueing theirs) until the new queue is in place.
-	q := s.queue
-	q.mu.Lock()
-	queueHeld := true
-	release := func(ids []string, replace bool) {
-		if !queueHeld {
-			return
-		}
-		queueHeld = false
-		if replace {
-			q.ids = ids
-			q.cond.Broadcast()
-		}
-		q.mu.Unlock()
-	}
-	defer release(nil, false)
-	if q.closed || s.draining.Load() {
-		aerr := errShuttingDownConflict()
-		writeError(w, aerr.code, aerr.msg)
-		return
-	}
-
-	interrupted, err := s.stopRunning(r.Context())
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("the request ended before the %d running jobs stopped; nothing was restored", interrupted))
-		return
-	}
-	res, err := s.st.Restore(path, store.BackupOptions{Compress: s.maint.BackupCompress})
-	if err != nil {
-		s.log.Error("restore failed", "from", path, "interrupted", interrupted, "error", err)
-		aerr := s.adminFailure(fmt.Sprintf("cannot restore %s", path), err)
-		writeError(w, aerr.code, aerr.msg+"; the store is unchanged")
-		return
-	}
-
-	// A job the backup holds as running is run by nobody: recover it as
-	// a start would. s.mu is held so that no worker can register a job
-	// (which it does before starting it) while recovery looks.
-	for {
-		s.mu.Lock()
-		if len(s.running) == 0 {
-			break
-		}
-		s.mu.Unlock()
-		// A worker that took its job just before the queue was held.
-		n, _ := s.stopRunning(context.Background())
-		interrupted += n
-	}
-	rec, recErr := s.st.Recover(store.RecoverOptions{Now: s.now(), Also: s.jobEvents(webhook.JobRecovered)})
-	s.mu.Unlock()
-	if recErr != nil {
-		s.log.Error("cannot recover the running jobs of the restored backup; restart the daemon to recover them", "error", recErr)
-		rec = &store.RecoverResult{}
-	}
-
-	var ids []string
-	pending, err := s.st.List(store.Filter{Statuses: []job.Status{job.Pending}, Oldest: true})
-	if err != nil {
-		s.log.Error("cannot list the restored pending jobs; restart the daemon to run them", "error", err)
-	}
-	for _, j := range pending {
-		ids = append(ids, j.ID)
-	}
-	release(ids, true)
-	s.releaseWaitersOfGoneJobs()
-
-	out := *res
-	out.SafetyBackup = absPath(out.SafetyBackup)
-	s.log.Info("restore finished", "trigger", "admin", "from", path, "restored_jobs", res.RestoredJobs,
-		"safety_backup", out.SafetyBackup, "interrupted", interrupted, "failed_running", rec.FailedRunning,
-		"requeued", rec.Requeued, "queued", len(ids), "duration_ms", s.now().Sub(start).Milliseconds())
-	s.announce(webhook.StoreRestored, map[string]any{
-		"path":             path,
-		"restored_jobs":    res.RestoredJobs,
-		"safety_backup":    out.SafetyBackup,
-		"interrupted_jobs": interrupted,
-		"recovered_jobs":   rec.FailedRunning + rec.Requeued,
-		"queued_jobs":      len(ids),
-	})
-	writeJSON(w, http.StatusOK, out)
-}
-
-// releaseWaitersOfGoneJobs answers the POST /playbook clients whose job a
-// restore removed: it will never end.
-func (s *Server) releaseWaitersOfGoneJobs() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for id, ws := range s.waiters {
-		if _, err := s.st.Get(id); errors.Is(err, store.ErrNotFound) {
-			for _, w := range ws {
-				w <- nil
-			}
-			delete(s.waiters, id)
-		}
-	}
-}
-
-// stopRunning cancels every running job and waits until each worker has
-// recorded its job's end. It returns how many it stopped.
-func (s *Server) stopRunning(ctx context.Context) (int, error) {
-	s.mu.Lock()
-	runs := make([]*run, 0, len(s.running))
-	for _, r := range s.running {
-		runs = append(runs, r)
-	}
-	s.mu.Unlock()
-	for _, r := range runs {
-		r.cancel(errRestoring)
-	}
-	for _, r := range runs {
-		select {
-		case <-r.done:
-		case <-ctx.Done():
-			return len(runs), ctx.Err()
-		}
-	}
-	return len(runs), nil
 }

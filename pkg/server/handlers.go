@@ -72,9 +72,12 @@ type HealthResponse struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// submit validates and persists a submission; the job is durable once it
-// returns without error.
-func (s *Server) submit(w http.ResponseWriter, r *http.Request) (*job.Job, *apiError) {
+// submit validates and persists a submission and queues its job; the job
+// is durable once it returns without error. wait, if not nil, is
+// registered to hear of the job's end before the job is queued. A restore
+// is held off meanwhile, so the job lands either in the store a restore
+// replaces (and in its safety backup) or in the restored one.
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, wait chan *job.Job) (*job.Job, *apiError) {
 	if s.draining.Load() {
 		return nil, errShuttingDown()
 	}
@@ -96,7 +99,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) (*job.Job, *apiE
 	if req.Context == nil {
 		req.Context = map[string]any{}
 	}
-	j, err := s.st.Create(&job.Job{
+
+	defer s.keeper.admit()()
+	j, err := s.jobs.Create(&job.Job{
 		Playbook:    req.Playbook,
 		Context:     req.Context,
 		Results:     []job.Result{},
@@ -107,6 +112,15 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) (*job.Job, *apiE
 		return nil, s.storeError("store the job", err)
 	}
 	s.metrics.submitted.Inc()
+	if wait != nil {
+		s.mu.Lock()
+		s.waiters[j.ID] = append(s.waiters[j.ID], wait)
+		s.mu.Unlock()
+	}
+	// If the queue is closed (shutdown began after the job was stored), the
+	// job stays pending in the store and runs after the restart; the 202
+	// is still true.
+	s.queue.push(j.ID)
 	return j, nil
 }
 
@@ -114,42 +128,24 @@ func errShuttingDown() *apiError {
 	return &apiError{http.StatusServiceUnavailable, "server is shutting down; submit again once it is back"}
 }
 
-// storeError maps a store failure to an answer: 503 when the store no
-// longer accepts writes, 500 otherwise. The cause is logged, not sent.
-func (s *Server) storeError(what string, err error) *apiError {
-	s.log.Error("store failure", "op", what, "error", err)
-	if errors.Is(err, store.ErrClosed) || s.st.Err() != nil {
-		return &apiError{http.StatusServiceUnavailable, fmt.Sprintf("cannot %s: the job store is not accepting writes; check the server log", what)}
-	}
-	return &apiError{http.StatusInternalServerError, fmt.Sprintf("cannot %s; check the server log", what)}
-}
-
 func (s *Server) handleSubmitAsync(w http.ResponseWriter, r *http.Request) {
-	j, aerr := s.submit(w, r)
+	j, aerr := s.submit(w, r, nil)
 	if aerr != nil {
 		writeError(w, aerr.code, aerr.msg)
 		return
 	}
-	// If the queue is closed (shutdown began after the job was stored), the
-	// job stays pending in the store and runs after the restart; the 202
-	// is still true.
-	s.queue.push(j.ID)
 	writeJSON(w, http.StatusAccepted, SubmitResponse{JobID: j.ID, Status: job.Pending})
 }
 
 // handleSubmitWait answers once the job has ended. A client that goes away
 // does not stop the job.
 func (s *Server) handleSubmitWait(w http.ResponseWriter, r *http.Request) {
-	j, aerr := s.submit(w, r)
+	ch := make(chan *job.Job, 1)
+	j, aerr := s.submit(w, r, ch)
 	if aerr != nil {
 		writeError(w, aerr.code, aerr.msg)
 		return
 	}
-	ch := make(chan *job.Job, 1)
-	s.mu.Lock()
-	s.waiters[j.ID] = append(s.waiters[j.ID], ch)
-	s.mu.Unlock()
-	s.queue.push(j.ID)
 
 	select {
 	case done := <-ch:
@@ -355,6 +351,7 @@ func (s *Server) handleDeleteJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.code, aerr.msg)
 		return
 	}
+	s.queue.remove(j.ID)
 	s.log.Info("job deleted", "job_id", j.ID)
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -364,8 +361,12 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "shutting_down"})
 		return
 	}
-	if err := s.st.Err(); err != nil {
+	if err := s.jobs.Err(); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "unavailable", Error: "the job store is not accepting writes: " + err.Error()})
+		return
+	}
+	if s.noSpace.Load() > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "disk_full", Error: "the disk holding the data directory is full; jobs wait until space is freed"})
 		return
 	}
 	writeJSON(w, http.StatusOK, HealthResponse{Status: "ok"})

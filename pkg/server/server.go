@@ -14,9 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +72,8 @@ type Options struct {
 
 	// syncMetrics is set by Run, which must create it before the store.
 	syncMetrics *syncMetrics
+	// wrapJobs, when set, puts a jobWriter in front of the store (tests).
+	wrapJobs func(jobWriter) jobWriter
 }
 
 // Maintenance is the data directory's upkeep: the retention cleanup
@@ -103,7 +103,6 @@ type Server struct {
 	st      *store.Store
 	log     *slog.Logger
 	now     func() time.Time
-	maint   Maintenance
 	outbox  *webhook.Outbox
 	hooks   *webhook.Dispatcher
 	runner  *playbook.Runner
@@ -113,9 +112,15 @@ type Server struct {
 	started time.Time
 	handler http.Handler
 	metrics *metrics
-	queue   *queue
-	// keeper runs the background cleanup and backups (maintenance.go).
-	keeper *maintainer
+	// jobs is where job changes are written: st, but for tests.
+	jobs jobWriter
+	// queue holds the pending jobs and the claims of the running ones.
+	queue *jobQueue
+	// keeper runs the cleaner's and backuper's runs and restores, one at
+	// a time, and keeps restores apart from submissions (maintainer.go).
+	keeper  *maintainer
+	cleaner *cleaner
+	backups *backuper
 
 	// jobsCtx is the parent of every running job's context; it is not the
 	// context Run was given, because the stop signal must not interrupt
@@ -130,11 +135,13 @@ type Server struct {
 	hooksDone chan struct{}
 	busy      atomic.Int64
 	draining  atomic.Bool
+	// noSpace counts writes waiting for disk space to return.
+	noSpace atomic.Int64
 	// stopped is closed once every worker has exited.
 	stopped chan struct{}
 
+	// mu guards waiters: the POST /playbook clients waiting for a job.
 	mu      sync.Mutex
-	running map[string]*run
 	waiters map[string][]chan *job.Job
 
 	// recovered is the report of the recovery pass Run made at start.
@@ -142,13 +149,6 @@ type Server struct {
 
 	startOnce    sync.Once
 	shutdownOnce sync.Once
-}
-
-// run is a job a worker has taken: its cancel function and a channel closed
-// once the worker is done with it.
-type run struct {
-	cancel context.CancelCauseFunc
-	done   chan struct{}
 }
 
 // New builds a Server over an open, recovered store and queues its pending
@@ -159,17 +159,18 @@ func New(st *store.Store, o Options) (*Server, error) {
 		st:        st,
 		log:       o.Logger,
 		now:       o.Now,
-		maint:     o.Maintenance,
 		outbox:    webhook.NewOutbox(o.Webhooks, o.Now),
 		runner:    o.Runner,
 		workers:   o.Workers,
 		maxBody:   o.MaxBodyBytes,
 		started:   time.Now(),
-		queue:     newQueue(),
+		jobs:      st,
 		stopped:   make(chan struct{}),
 		hooksDone: make(chan struct{}),
-		running:   make(map[string]*run),
 		waiters:   make(map[string][]chan *job.Job),
+	}
+	if o.wrapJobs != nil {
+		s.jobs = o.wrapJobs(st)
 	}
 	for _, t := range o.AuthTokens {
 		if t == "" {
@@ -178,9 +179,20 @@ func New(st *store.Store, o Options) (*Server, error) {
 		s.tokens = append(s.tokens, hashToken(t))
 	}
 	s.jobsCtx, s.stopJobs = context.WithCancelCause(context.Background())
+	s.queue = newJobQueue(s.jobsCtx)
 	s.hooksCtx, s.stopHooks = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s, o)
-	s.keeper = newMaintainer(s) // loads the schedule, for /stats before Start
+	mo := o.Maintenance
+	s.cleaner = &cleaner{st: st, log: o.Logger, runs: s.metrics.cleanups, deleted: s.metrics.cleanupDeleted,
+		cfg: cleanerConfig{Retention: mo.Retention, ByStatus: mo.RetentionByStatus, Interval: mo.CleanupInterval}}
+	backupInterval := mo.BackupInterval
+	if !mo.BackupEnabled {
+		backupInterval = 0
+	}
+	s.backups = &backuper{st: st, log: o.Logger, runs: s.metrics.backups,
+		cfg: backuperConfig{Interval: backupInterval, Keep: mo.BackupKeep, Compress: mo.BackupCompress}}
+	// Loads the schedule now, for /stats before Start.
+	s.keeper = newMaintainer(st, o.Logger, o.Now, s.outbox, func() { s.hooks.Notify() }, s.backups, s.cleaner)
 	s.hooks = &webhook.Dispatcher{
 		Store:      st,
 		Endpoints:  o.Webhooks,
@@ -267,9 +279,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-workersDone:
 		case <-ctx.Done():
 			err = ctx.Err()
-			s.mu.Lock()
-			n := len(s.running)
-			s.mu.Unlock()
+			n := s.queue.busy()
 			s.log.Warn("shutdown timeout reached; interrupting running jobs", "jobs", n)
 			s.stopJobs(errShutdown)
 			<-workersDone
@@ -281,199 +291,4 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		close(s.stopped)
 	})
 	return err
-}
-
-// Run is the daemon: it opens the store (a *store.LockedError is returned as
-// is), runs recovery, starts the workers, listens on Address:Port and
-// serves until ctx is done, then shuts down gracefully (see Shutdown),
-// writes a complete jobs.json and releases the lock. It returns nil after a
-// clean shutdown.
-func Run(ctx context.Context, o Options) error {
-	o = o.withDefaults()
-	if err := o.CheckExposure(); err != nil {
-		return err
-	}
-	log := o.Logger
-
-	so := o.Store
-	if so.Logger == nil {
-		so.Logger = log
-	}
-	if next := so.OnSync; next != nil {
-		so.OnSync = func(d time.Duration, n int) { o.syncMetrics.observe(d, n); next(d, n) }
-	} else {
-		so.OnSync = o.syncMetrics.observe
-	}
-	if next := so.OnSnapshot; next != nil {
-		so.OnSnapshot = func(d time.Duration, n int) { o.syncMetrics.observeSnapshot(d, n); next(d, n) }
-	} else {
-		so.OnSnapshot = o.syncMetrics.observeSnapshot
-	}
-	host, _ := os.Hostname()
-	so.Owner = store.Owner{PID: os.Getpid(), Host: host, Command: "secauto serve", StartedAt: time.Now().UTC()}
-	st, err := store.Open(so)
-	if err != nil {
-		return err
-	}
-	closeStore := func() error {
-		if err := st.Close(); err != nil {
-			return fmt.Errorf("close store: %w", err)
-		}
-		return nil
-	}
-
-	// The job.recovered events are written with the recovered jobs, so an
-	// interrupted job is announced even if this start crashes too.
-	outbox := webhook.NewOutbox(o.Webhooks, o.Now)
-	rec, err := st.Recover(store.RecoverOptions{Also: outbox.JobRecords(webhook.JobRecovered)})
-	if err != nil {
-		return errors.Join(fmt.Errorf("recover jobs: %w", err), closeStore())
-	}
-	logRecovery(log, st.Report(), rec)
-
-	s, err := New(st, o)
-	if err != nil {
-		return errors.Join(err, closeStore())
-	}
-	s.setRecovery(rec)
-
-	ln, err := net.Listen("tcp", net.JoinHostPort(o.Address, fmt.Sprint(o.Port)))
-	if err != nil {
-		return errors.Join(fmt.Errorf("listen on %s port %d: %w; choose another --port or stop what uses it", o.Address, o.Port, err), closeStore())
-	}
-	addr := dialAddress(ln.Addr())
-	owner := so.Owner
-	owner.Address = addr
-	if err := st.SetOwner(owner); err != nil {
-		ln.Close()
-		return errors.Join(fmt.Errorf("record the API address in the lock file: %w", err), closeStore())
-	}
-
-	s.Start()
-
-	hs := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
-	log.Info("listening", "address", addr, "workers", o.Workers, "auth", len(o.AuthTokens) > 0, "queued", s.queue.len())
-	if o.Ready != nil {
-		o.Ready(addr)
-	}
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", "timeout", o.ShutdownTimeout.String())
-	case err := <-serveErr:
-		runErr = fmt.Errorf("serve http: %w", err)
-		log.Error("http server stopped; shutting down", "error", err)
-	}
-
-	// New connections are refused while running jobs drain; handlers still
-	// in flight (POST /playbook waiting on a job) end when their job does
-	// or when Shutdown releases them.
-	s.draining.Store(true)
-	httpDone := make(chan struct{})
-	httpCtx, cancelHTTP := context.WithCancel(context.Background())
-	go func() {
-		defer close(httpDone)
-		if err := hs.Shutdown(httpCtx); err != nil {
-			hs.Close()
-		}
-	}()
-	drainCtx, cancelDrain := context.WithTimeout(context.Background(), o.ShutdownTimeout)
-	if err := s.Shutdown(drainCtx); err != nil {
-		log.Warn("running jobs were interrupted by shutdown")
-	}
-	cancelDrain()
-	select {
-	case <-httpDone:
-	case <-time.After(5 * time.Second):
-		log.Warn("closing connections that did not finish")
-	}
-	cancelHTTP()
-	<-httpDone
-
-	if err := closeStore(); err != nil {
-		log.Error("closing the store failed", "error", err)
-		return errors.Join(runErr, err)
-	}
-	log.Info("stopped")
-	return runErr
-}
-
-// logRecovery logs the recovery pass: one record per job it changed and a
-// summary with what Open repaired.
-func logRecovery(log *slog.Logger, rep store.OpenReport, rec *store.RecoverResult) {
-	for _, a := range rec.Actions {
-		log.Warn("recovered job", "job_id", a.JobID, "from", string(a.From), "to", string(a.To), "reason", a.Reason)
-	}
-	attrs := []any{
-		"failed_running", rec.FailedRunning,
-		"requeued", rec.Requeued,
-		"pending", rec.Pending,
-		"snapshot_jobs", rep.SnapshotJobs,
-		"journal_records", rep.JournalRecords,
-		"journal_truncated_bytes", rep.JournalTruncatedBytes,
-	}
-	if rep.JournalCorruptPath != "" {
-		attrs = append(attrs, "journal_corrupt_path", rep.JournalCorruptPath)
-	}
-	if rep.SnapshotCorruptPath != "" {
-		attrs = append(attrs, "snapshot_corrupt_path", rep.SnapshotCorruptPath)
-	}
-	if rep.RestoredFrom != "" {
-		attrs = append(attrs, "restored_from", rep.RestoredFrom)
-	}
-	level := slog.LevelInfo
-	if len(rec.Actions) > 0 || rep.JournalTruncatedBytes > 0 || rep.SnapshotCorruptPath != "" {
-		level = slog.LevelWarn
-	}
-	log.Log(context.Background(), level, "recovery finished", attrs...)
-}
-
-// CheckExposure refuses what Run refuses: an API on a non-loopback
-// address without auth tokens, unless Insecure. Callers check it first to
-// report it as the configuration mistake it is.
-func (o Options) CheckExposure() error {
-	addr := o.Address
-	if addr == "" {
-		addr = DefaultAddress
-	}
-	if len(o.AuthTokens) == 0 && !o.Insecure && !isLoopback(addr) {
-		return fmt.Errorf("refusing to listen on non-loopback address %s without auth tokens; set server.auth_tokens or use --insecure", addr)
-	}
-	return nil
-}
-
-// isLoopback reports whether host names only the local machine.
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// dialAddress is the host:port clients on this machine use to reach a
-// listener; an unspecified address (0.0.0.0, ::) becomes loopback.
-func dialAddress(a net.Addr) string {
-	tcp, ok := a.(*net.TCPAddr)
-	if !ok {
-		return a.String()
-	}
-	ip := tcp.IP
-	if ip == nil || ip.IsUnspecified() {
-		if ip.To4() != nil || ip == nil {
-			ip = net.IPv4(127, 0, 0, 1)
-		} else {
-			ip = net.IPv6loopback
-		}
-	}
-	return net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port))
 }

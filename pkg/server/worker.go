@@ -4,71 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/playbook"
 	"github.com/secauto/secauto/pkg/store"
 )
-
-// queue is an unbounded FIFO of pending job ids. It is unbounded so that a
-// submission never waits for a worker: every id in it is already durable as
-// a pending job, and the queue is rebuilt from the store at start.
-type queue struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	ids    []string
-	closed bool
-}
-
-func newQueue() *queue {
-	q := &queue{}
-	q.cond = sync.NewCond(&q.mu)
-	return q
-}
-
-// push appends id; it reports false once the queue is closed.
-func (q *queue) push(id string) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closed {
-		return false
-	}
-	q.ids = append(q.ids, id)
-	q.cond.Signal()
-	return true
-}
-
-// pop waits for an id; it reports false once the queue is closed, leaving
-// the ids still queued alone (they stay pending in the store).
-func (q *queue) pop() (string, bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for len(q.ids) == 0 && !q.closed {
-		q.cond.Wait()
-	}
-	if q.closed {
-		return "", false
-	}
-	id := q.ids[0]
-	q.ids[0] = ""
-	q.ids = q.ids[1:]
-	return id, true
-}
-
-func (q *queue) close() {
-	q.mu.Lock()
-	q.closed = true
-	q.mu.Unlock()
-	q.cond.Broadcast()
-}
-
-func (q *queue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.ids)
-}
 
 // worker runs queued jobs one after another. The end of a job is recorded
 // while the worker already starts the next one, so both changes share one
@@ -79,86 +20,48 @@ func (s *Server) worker() {
 	defer s.wg.Done()
 	var ending <-chan struct{}
 	for {
-		id, ok := s.queue.pop()
+		c, ok := s.queue.pop()
 		if !ok {
 			break
 		}
-		ending = s.runJob(id, ending)
+		ending = s.runJob(c, ending)
 	}
 	if ending != nil {
 		<-ending
 	}
 }
 
-// runJob takes job id from pending to a terminal state. It registers the
-// job's cancel function before starting it, so a cancel request always
-// finds either the pending job in the store or the running one here.
+// runJob takes the claimed job from pending to a terminal state. The claim
+// was registered by the queue before the job starts, so a cancel request
+// always finds either the pending job in the store or its claim.
 // prev, if not nil, is closed once the previous job's end is durable; the
 // returned channel is closed once this job's is (or is prev when this job
 // did not run).
-func (s *Server) runJob(id string, prev <-chan struct{}) <-chan struct{} {
-	if s.jobsCtx.Err() != nil {
-		return prev // shutting down: the job stays pending for the next start
+func (s *Server) runJob(c *claim, prev <-chan struct{}) <-chan struct{} {
+	id := c.id
+	if c.ctx.Err() != nil {
+		// Shutting down, or a restore or cancel came first: the job stays
+		// pending in the store for whoever handles it.
+		s.queue.release(c)
+		return prev
 	}
-	ctx, cancel := context.WithCancelCause(s.jobsCtx)
-	r := &run{cancel: cancel, done: make(chan struct{})}
-	s.mu.Lock()
-	s.running[id] = r
-	s.mu.Unlock()
-	release := func() {
-		cancel(nil)
-		s.mu.Lock()
-		delete(s.running, id)
-		s.mu.Unlock()
-		close(r.done)
-	}
-
-	j, err := s.st.Update(id, func(j *job.Job) error { return j.Start(time.Now()) })
+	j, err := s.durably(c.ctx, "start the job", id, func() (*job.Job, error) {
+		return s.jobs.Update(id, func(j *job.Job) error { return j.Start(time.Now()) })
+	})
 	if err != nil {
-		release()
+		s.queue.release(c)
 		// A job cancelled or deleted while it waited in the queue is not
 		// an error.
-		if !errors.Is(err, job.ErrTransition) && !errors.Is(err, store.ErrNotFound) {
+		if !errors.Is(err, job.ErrTransition) && !errors.Is(err, store.ErrNotFound) && c.ctx.Err() == nil {
 			s.log.Error("cannot start job", "job_id", id, "error", err)
 		}
 		return prev
 	}
 	s.busy.Add(1)
 
-	steps := j.Playbook
-	var (
-		recorded int
-		held     []job.Result
-		heldCtx  map[string]any
-	)
-	// Each result is durable before the next step runs, so a crash never
-	// loses what a finished step did. Results after which no step runs
-	// (the last step, a job-failing step, skipped steps, an interrupted
-	// step) are held back and written with the final status in one update:
-	// nothing reports them before that update is durable.
-	record := func(res job.Result, jobCtx map[string]any) error {
-		recorded++
-		idx := recorded - 1
-		last := recorded >= len(steps) ||
-			res.Status == job.StepSkipped ||
-			(res.Status == job.StepFailed && (idx >= len(steps) || !steps[idx].ContinueOnError || ctx.Err() != nil))
-		if last || len(held) > 0 {
-			held = append(held, res)
-			heldCtx = jobCtx
-			return nil
-		}
-		_, err := s.st.Update(id, func(j *job.Job) error {
-			if j.Status != job.Running {
-				return fmt.Errorf("%w: job %s is %s, not running", job.ErrTransition, id, j.Status)
-			}
-			j.Results = append(j.Results, res)
-			j.Context = jobCtx
-			return nil
-		})
-		return err
-	}
-	runErr := s.runner.Run(ctx, steps, j.Context, record)
-	status, msg := outcome(ctx, runErr)
+	p := &progress{s: s, id: id, steps: j.Playbook, ctx: c.ctx}
+	runErr := s.runner.Run(c.ctx, j.Playbook, j.Context, p.record)
+	status, msg := outcome(c.ctx, runErr)
 	s.busy.Add(-1)
 	if prev != nil {
 		<-prev
@@ -166,36 +69,135 @@ func (s *Server) runJob(id string, prev <-chan struct{}) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer release()
-		s.finish(id, status, msg, runErr, held, heldCtx)
+		defer s.queue.release(c)
+		s.finish(p, status, msg, runErr)
 	}()
 	return done
 }
 
-// finish records the end of job id with the results held back for it, then
-// reports it.
-func (s *Server) finish(id string, status job.Status, msg string, runErr error, held []job.Result, heldCtx map[string]any) {
-	final, err := s.st.UpdateWith(id, func(j *job.Job) error {
-		if err := j.Finish(status, msg, time.Now()); err != nil {
-			return err
-		}
-		j.Results = append(j.Results, held...)
-		if heldCtx != nil {
-			j.Context = heldCtx
-		}
+// progress records a running job's step results as the runner reports
+// them.
+//
+// Each result is durable before the next step runs, so a crash never loses
+// what a finished step did. Results after which no step runs (the last
+// step, a job-failing step, skipped steps, an interrupted step) are held
+// back and written with the final status in one update: nothing reports
+// them before that update is durable.
+type progress struct {
+	s     *Server
+	id    string
+	steps []job.Step
+	ctx   context.Context
+
+	recorded int
+	held     []job.Result
+	heldCtx  map[string]any
+}
+
+func (p *progress) record(res job.Result, jobCtx map[string]any) error {
+	p.recorded++
+	idx := p.recorded - 1
+	last := p.recorded >= len(p.steps) ||
+		res.Status == job.StepSkipped ||
+		(res.Status == job.StepFailed && (idx >= len(p.steps) || !p.steps[idx].ContinueOnError || p.ctx.Err() != nil))
+	if last || len(p.held) > 0 {
+		p.held = append(p.held, res)
+		p.heldCtx = jobCtx
 		return nil
-	}, s.jobEvents(""))
+	}
+	// A full disk is waited out until shutdown: the next step must not run
+	// as if this one's result were kept.
+	_, err := p.s.durably(p.s.jobsCtx, "record a step result", p.id, func() (*job.Job, error) {
+		return p.s.jobs.Update(p.id, func(j *job.Job) error {
+			if j.Status != job.Running {
+				return fmt.Errorf("%w: job %s is %s, not running", job.ErrTransition, p.id, j.Status)
+			}
+			j.Results = append(j.Results, res)
+			j.Context = jobCtx
+			return nil
+		})
+	})
+	if errors.Is(err, job.ErrLimit) {
+		// The runner stops at a record error; the job's end records the
+		// step as failed, naming the limit.
+		return p.failOnLimit(idx, res, err)
+	}
+	return err
+}
+
+// failOnLimit holds, in place of the result of step idx that would have
+// made the job break a store limit, a failed result without its output
+// that names the limit, and skipped results for the steps after it. The
+// context is left as it was last recorded: a set step's change may be what
+// broke the limit. It returns the job's failure.
+func (p *progress) failOnLimit(idx int, res job.Result, limitErr error) *playbook.StepError {
+	reason := limitReason(limitErr)
+	res.Status, res.Output, res.Error = job.StepFailed, nil, reason
+	p.held = []job.Result{res}
+	p.heldCtx = nil
+	if idx+1 < len(p.steps) {
+		for _, st := range p.steps[idx+1:] {
+			t := time.Now()
+			p.held = append(p.held, job.Result{
+				Step: st.Name, Action: st.Action, Status: job.StepSkipped,
+				Error: fmt.Sprintf("not run because step %q failed", res.Step), StartedAt: t, CompletedAt: &t,
+			})
+		}
+	}
+	return &playbook.StepError{Step: res.Step, Index: idx, Err: errors.New(reason)}
+}
+
+// limitReason is what a step result and the job's error say of a broken
+// limit: the limit's own message, which names it.
+func limitReason(err error) string {
+	var le *job.LimitError
+	if errors.As(err, &le) {
+		return "result not recorded: " + le.Error()
+	}
+	return "result not recorded: " + err.Error()
+}
+
+// finish records the end of the job with the results held back for it,
+// then reports it. When that end would break a store limit (the last
+// step's output, or a set step's context, is too large or too deeply
+// nested), the step is recorded failed instead, naming the limit; should
+// even that not fit, the job ends failed without the held results.
+func (s *Server) finish(p *progress, status job.Status, msg string, runErr error) {
+	end := func(status job.Status, msg string, held []job.Result, heldCtx map[string]any) (*job.Job, error) {
+		return s.durably(s.jobsCtx, "record the end of a job", p.id, func() (*job.Job, error) {
+			return s.jobs.UpdateWith(p.id, func(j *job.Job) error {
+				if err := j.Finish(status, msg, time.Now()); err != nil {
+					return err
+				}
+				j.Results = append(j.Results, held...)
+				if heldCtx != nil {
+					j.Context = heldCtx
+				}
+				return nil
+			}, s.jobEvents(""))
+		})
+	}
+	final, err := end(status, msg, p.held, p.heldCtx)
+	if errors.Is(err, job.ErrLimit) && len(p.held) > 0 {
+		se := p.failOnLimit(p.recorded-len(p.held), p.held[0], err)
+		status, msg, runErr = job.Failed, se.Error(), se
+		final, err = end(status, msg, p.held, nil)
+	}
+	if errors.Is(err, job.ErrLimit) {
+		status, msg = job.Failed, "job end not recorded as it was: "+limitReason(err)
+		final, err = end(status, msg, nil, nil)
+	}
 	if err != nil {
 		// The job stays running in the store; the next start's recovery
 		// fails it, which is the truth: its end was not recorded.
-		s.log.Error("cannot record the end of a job", "job_id", id, "status", string(status), "error", err)
+		s.log.Error("cannot record the end of a job", "job_id", p.id, "status", string(status), "error", err)
 		return
 	}
 	// The error text is not logged: it is rendered from templates and may
 	// quote the job's context (a URL with a key in it, say).
 	var se *playbook.StepError
 	if status == job.Failed && errors.As(runErr, &se) {
-		s.log.Info("job failed", "job_id", id, "step", se.Step)
+		s.log.Info("job failed", "job_id", p.id, "step", se.Step)
 	}
 	s.finished(final)
 }
@@ -236,66 +238,3 @@ func (s *Server) finished(j *job.Job) {
 	}
 	s.hooks.Notify()
 }
-
-// errConflict is a cancel of a job that already ended.
-type conflictError struct{ j *job.Job }
-
-func (e *conflictError) Error() string {
-	return fmt.Sprintf("job %s is already %s", e.j.ID, e.j.Status)
-}
-
-// cancelJob stops job id: a running job through its context (waiting until
-// its worker has recorded it cancelled), a pending one directly in the
-// store. It returns the job in its final state, or a *conflictError when the
-// job had already ended.
-func (s *Server) cancelJob(ctx context.Context, id string) (*job.Job, error) {
-	for range 5 {
-		s.mu.Lock()
-		r := s.running[id]
-		s.mu.Unlock()
-		if r != nil {
-			r.cancel(errCancelled)
-			select {
-			case <-r.done:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-			j, err := s.st.Get(id)
-			if err != nil {
-				return nil, err
-			}
-			if j.Status == job.Cancelled {
-				return j, nil
-			}
-			if j.Status.Terminal() {
-				return nil, &conflictError{j}
-			}
-			continue // the worker had not started it: it is pending again
-		}
-
-		var cur *job.Job
-		j, err := s.st.UpdateWith(id, func(j *job.Job) error {
-			if j.Status != job.Pending {
-				cur = j
-				return errNotPending
-			}
-			return j.Finish(job.Cancelled, errCancelled.Error(), time.Now())
-		}, s.jobEvents(""))
-		switch {
-		case err == nil:
-			s.finished(j)
-			return j, nil
-		case errors.Is(err, errNotPending) && cur.Status.Terminal():
-			return nil, &conflictError{cur}
-		case errors.Is(err, errNotPending):
-			// Running: a worker took it between the two looks; its cancel
-			// function is registered now.
-			time.Sleep(time.Millisecond)
-		default:
-			return nil, err
-		}
-	}
-	return nil, fmt.Errorf("job %s is running but no worker holds it; restart the server to recover it", id)
-}
-
-var errNotPending = errors.New("job is not pending")
