@@ -130,7 +130,9 @@ func (j *Job) Start(now time.Time) error {
 	if err := j.check(Running); err != nil {
 		return err
 	}
-	t := now.UTC()
+	// A wall clock stepped back between creation and start must not write
+	// a history that runs backwards, which Validate would then refuse.
+	t := later(now.UTC(), j.CreatedAt)
 	j.Status = Running
 	j.StartedAt = &t
 	j.Attempts++
@@ -146,10 +148,15 @@ func (j *Job) Finish(to Status, errMsg string, now time.Time) error {
 	if err := j.check(to); err != nil {
 		return err
 	}
-	t := now.UTC()
+	t := later(now.UTC(), j.CreatedAt)
+	if j.StartedAt != nil {
+		t = later(t, *j.StartedAt)
+	}
 	j.Status = to
 	j.CompletedAt = &t
-	if to != Completed {
+	if to == Completed {
+		j.Error = ""
+	} else {
 		j.Error = errMsg
 	}
 	return nil
@@ -164,6 +171,7 @@ func (j *Job) Requeue() error {
 	j.Status = Pending
 	j.StartedAt = nil
 	j.Results = nil
+	j.Error = ""
 	return nil
 }
 
@@ -183,29 +191,10 @@ func (j *Job) check(to Status) error {
 	return nil
 }
 
-// Validate checks the invariants every stored job keeps: an id, a known
-// status, a creation time, a start time once running and a completion time
-// once terminal. It names the first broken one.
-func (j *Job) Validate() error {
-	return CheckInvariants(j.ID, j.Status, j.CreatedAt, j.StartedAt, j.CompletedAt)
-}
-
-// CheckInvariants is Validate over the fields it reads, for callers that
-// decode only those fields.
-func CheckInvariants(id string, st Status, created time.Time, started, completed *time.Time) error {
-	switch {
-	case id == "":
-		return errors.New("job has no id")
-	case !st.Valid():
-		return fmt.Errorf("unknown status %q", st)
-	case created.IsZero():
-		return errors.New("created_at is missing")
-	case st == Running && started == nil:
-		return errors.New("running job has no started_at")
-	case st.Terminal() && completed == nil:
-		return fmt.Errorf("%s job has no completed_at", st)
-	case completed != nil && !st.Terminal():
-		return fmt.Errorf("%s job has a completed_at", st)
+// later returns the later of t and floor, in t's location.
+func later(t, floor time.Time) time.Time {
+	if t.Before(floor) {
+		return floor.In(t.Location())
 	}
-	return nil
+	return t
 }

@@ -16,9 +16,15 @@ type LimitError struct {
 	Limit string
 	Max   int64
 	Got   int64
+	// Detail, when set, replaces the figures in the message, for limits
+	// that are a rule rather than a number (valid UTF-8).
+	Detail string
 }
 
 func (e *LimitError) Error() string {
+	if e.Detail != "" {
+		return fmt.Sprintf("%s: %s", e.Limit, e.Detail)
+	}
 	return fmt.Sprintf("%s exceeded: %d, at most %d allowed", e.Limit, e.Got, e.Max)
 }
 
