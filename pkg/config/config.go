@@ -27,6 +27,7 @@ const (
 	DefaultPort             = 8080
 	DefaultWorkers          = 5
 	DefaultMaxBodyBytes     = 1 << 20
+	DefaultMaxJobBytes      = 16 << 20
 	DefaultShutdownTimeout  = 30 * time.Second
 	DefaultLogLevel         = "info"
 	DefaultLogFile          = "logs/secauto.log"
@@ -79,6 +80,10 @@ type Jobs struct {
 	BackupCompress bool `yaml:"backup_compress"`
 	// SnapshotInterval bounds how far jobs.json may lag the journal.
 	SnapshotInterval Interval `yaml:"snapshot_interval"`
+	// MaxJobBytes bounds one encoded job: a submission or a change that
+	// would make a job larger is refused when it is made, so that nothing
+	// acknowledged is too large to read back.
+	MaxJobBytes ByteSize `yaml:"max_job_bytes"`
 }
 
 // Server configures the daemon's HTTP API and worker pool.
@@ -122,6 +127,7 @@ func Default() *Config {
 			BackupInterval:   Interval(DefaultBackupInterval),
 			BackupKeep:       DefaultBackupKeep,
 			SnapshotInterval: Interval(DefaultSnapshotInterval),
+			MaxJobBytes:      DefaultMaxJobBytes,
 		},
 		Server: Server{
 			Address:         DefaultAddress,

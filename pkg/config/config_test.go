@@ -132,6 +132,7 @@ jobs:
   backup_keep: 0
   backup_compress: true
   snapshot_interval: 5s
+  max_job_bytes: 4MiB
 server:
   address: 0.0.0.0
   port: 0
@@ -154,6 +155,9 @@ logging: {level: debug, format: json, file: ""}
 	}
 	if got := j.RetentionOverrides(); got[job.Failed] != 90*24*time.Hour || len(got) != 2 {
 		t.Errorf("overrides = %v", got)
+	}
+	if j.MaxJobBytes != 4<<20 {
+		t.Errorf("max_job_bytes = %d", j.MaxJobBytes)
 	}
 	if j.CleanupInterval.Duration() != 6*time.Hour || j.BackupInterval.Duration() != 7*24*time.Hour || j.SnapshotInterval.Duration() != 5*time.Second {
 		t.Errorf("intervals wrong: %+v", j)
@@ -205,6 +209,8 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 			[]string{`config.yaml:2: server.shutdown_timeout: "30" is not a duration; write one with a unit, such as 30s or 2m`}},
 		{"port range", "server:\n  port: 70000\n",
 			[]string{"config.yaml:2: server.port: 70000 is out of range; use 1-65535 (0 picks a free port)"}},
+		{"job size", "jobs:\n  max_job_bytes: 16\n",
+			[]string{"config.yaml:2: jobs.max_job_bytes: 16 is too small; allow at least 64KiB per job (the default is 16MiB)"}},
 		{"workers", "server:\n  workers: 0\n",
 			[]string{"config.yaml:2: server.workers: 0 is too small; run at least 1 worker"}},
 		{"live status retention", "jobs:\n  retention_by_status:\n    running: 3\n",

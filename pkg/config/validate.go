@@ -54,6 +54,9 @@ func validate(c *Config, line func(path string) int) Errors {
 	if j.SnapshotInterval <= 0 {
 		bad("jobs.snapshot_interval", "must be positive, such as 30s")
 	}
+	if j.MaxJobBytes < minJobBytes {
+		bad("jobs.max_job_bytes", "%d is too small; allow at least 64KiB per job (the default is 16MiB)", j.MaxJobBytes)
+	}
 
 	s := c.Server
 	if strings.TrimSpace(s.Address) == "" || strings.ContainsAny(s.Address, " \t/") {
@@ -111,3 +114,8 @@ func validate(c *Config, line func(path string) int) Errors {
 	}
 	return errs
 }
+
+// minJobBytes is the smallest jobs.max_job_bytes accepted. Below it an
+// ordinary playbook fails on its first step results, and a value such as 16
+// (meant as 16MiB) is caught at start instead of failing every job.
+const minJobBytes = 64 << 10
