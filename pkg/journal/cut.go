@@ -90,11 +90,11 @@ func (w *Writer) cut(mark int64) error {
 
 // writeTemp writes data durably to a new file beside path, under a name
 // fsys.IsTemp recognises as a leftover after a crash.
-func writeTemp(fs_ fsys.FS, path string, data []byte) (string, error) {
+func writeTemp(fs fsys.FS, path string, data []byte) (string, error) {
 	var b [8]byte
 	rand.Read(b[:])
 	tmp := path + ".tmp-" + hex.EncodeToString(b[:])
-	f, err := fs_.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err := fs.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return "", err
 	}
@@ -106,7 +106,7 @@ func writeTemp(fs_ fsys.FS, path string, data []byte) (string, error) {
 		err = cerr
 	}
 	if err != nil {
-		fs_.Remove(tmp)
+		fs.Remove(tmp)
 		return "", err
 	}
 	return tmp, nil

@@ -35,6 +35,7 @@ func (k Kind) valid() bool {
 
 func (k Kind) isDelete() bool { return k == DeleteJob || k == DeleteRecord }
 
+// String names the kind, for messages and test failures.
 func (k Kind) String() string {
 	switch k {
 	case PutJob:

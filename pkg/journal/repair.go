@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
+	iofs "io/fs"
 	"os"
 	"time"
 
@@ -29,7 +29,7 @@ import (
 // (unless the file is empty), Size and Good its length (for OpenWriter),
 // and the entries' offsets where they now lie. A file that changed size
 // since it was read is refused.
-func Repair(fs_ fsys.FS, path string, scan *Scan, now time.Time) (aside string, err error) {
+func Repair(fs fsys.FS, path string, scan *Scan, now time.Time) (aside string, err error) {
 	if len(scan.Damage) == 0 && scan.Version != 1 {
 		return "", nil
 	}
@@ -42,7 +42,7 @@ func Repair(fs_ fsys.FS, path string, scan *Scan, now time.Time) (aside string, 
 		}
 	}
 	if len(scan.Damage) > 0 {
-		data, err := fs_.ReadFile(path)
+		data, err := fs.ReadFile(path)
 		if err != nil {
 			return "", err
 		}
@@ -53,12 +53,12 @@ func Repair(fs_ fsys.FS, path string, scan *Scan, now time.Time) (aside string, 
 		for _, d := range scan.Damage {
 			bad = append(bad, data[d.Offset:d.Offset+d.Length]...)
 		}
-		if aside, err = writeAside(fs_, path, bad, now); err != nil {
+		if aside, err = writeAside(fs, path, bad, now); err != nil {
 			return "", err
 		}
 	}
 	if truncate {
-		if err := truncateFile(fs_, path, scan.Good); err != nil {
+		if err := truncateFile(fs, path, scan.Good); err != nil {
 			return aside, err
 		}
 		scan.Size, scan.Damage = scan.Good, nil
@@ -66,7 +66,7 @@ func Repair(fs_ fsys.FS, path string, scan *Scan, now time.Time) (aside string, 
 	}
 	entries := make([]Entry, len(scan.Entries))
 	size := int64(headerLen)
-	err = fsys.WriteFileAtomic(fs_, path, 0o600, func(w io.Writer) error {
+	err = fsys.WriteFileAtomic(fs, path, 0o600, func(w io.Writer) error {
 		if _, err := io.WriteString(w, magicV2); err != nil {
 			return err
 		}
@@ -89,8 +89,8 @@ func Repair(fs_ fsys.FS, path string, scan *Scan, now time.Time) (aside string, 
 	return aside, nil
 }
 
-func truncateFile(fs_ fsys.FS, path string, size int64) error {
-	f, err := fs_.OpenFile(path, os.O_WRONLY, 0)
+func truncateFile(fs fsys.FS, path string, size int64) error {
+	f, err := fs.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
@@ -108,15 +108,15 @@ func truncateFile(fs_ fsys.FS, path string, size int64) error {
 }
 
 // writeAside keeps data durably in a new path.corrupt-<time> file.
-func writeAside(fs_ fsys.FS, path string, data []byte, now time.Time) (string, error) {
+func writeAside(fs fsys.FS, path string, data []byte, now time.Time) (string, error) {
 	t := now.UTC()
 	for try := 0; ; try++ {
 		name := path + ".corrupt-" + t.Format("20060102-150405")
-		err := fsys.WriteNewFile(fs_, name, 0o600, data)
+		err := fsys.WriteNewFile(fs, name, 0o600, data)
 		if err == nil {
 			return name, nil
 		}
-		if !errors.Is(err, fs.ErrExist) || try == 3600 {
+		if !errors.Is(err, iofs.ErrExist) || try == 3600 {
 			return "", fmt.Errorf("journal: keep damaged bytes of %s aside: %w", path, err)
 		}
 		t = t.Add(time.Second)

@@ -2,7 +2,7 @@ package journal
 
 import (
 	"errors"
-	"io/fs"
+	iofs "io/fs"
 	"slices"
 
 	"github.com/secauto/secauto/pkg/fsys"
@@ -40,13 +40,15 @@ type Scan struct {
 	Size int64
 	// Good is the length the file has once repaired: the header and the
 	// intact entries, in the current format. Appends continue there. For a
-	// v1 journal it assumes the keys the entries hold now; Repair sets it
-	// again to the length it wrote.
+	// v1 journal it assumes the keys the entries hold now (and may exceed
+	// Size, the current format being a little larger); Repair sets it again
+	// to the length it wrote.
 	Good int64
 	// Damage lists the damaged spans in file order.
 	Damage []Damage
 	// Version is the format version of the header found (1 or 2); 0 for
-	// an empty or missing file.
+	// an empty or missing file or one shorter than a header. An unknown
+	// header is damage, and what follows it is read as version 2.
 	Version int
 }
 
@@ -58,9 +60,9 @@ func (s *Scan) Torn() bool {
 
 // Read reads and decodes the journal at path. A missing file is an empty
 // Scan; errors are only those of reading.
-func Read(fs_ fsys.FS, path string) (*Scan, error) {
-	data, err := fs_.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+func Read(fs fsys.FS, path string) (*Scan, error) {
+	data, err := fs.ReadFile(path)
+	if errors.Is(err, iofs.ErrNotExist) {
 		return &Scan{}, nil
 	}
 	if err != nil {
@@ -69,8 +71,9 @@ func Read(fs_ fsys.FS, path string) (*Scan, error) {
 	return Decode(data), nil
 }
 
-// Decode decodes a journal's bytes. It never fails: what it cannot read
-// is reported as Damage. Values in the entries alias data.
+// Decode decodes a journal's bytes (either format). It never fails: what it
+// cannot read is reported as Damage. Values in the entries alias data. It is
+// pure: no I/O, no state.
 func Decode(data []byte) *Scan {
 	s := &Scan{Size: int64(len(data))}
 	if len(data) == 0 {

@@ -3,7 +3,7 @@ package journal
 import (
 	"errors"
 	"fmt"
-	"io/fs"
+	iofs "io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -80,11 +80,13 @@ func (t *Ticket) Wait() error {
 
 // OpenWriter opens the journal at path for appending. A missing file is
 // created holding only the header, durably (file and directory fsynced).
-// size is the journal's valid length (Scan.Good after Repair); a longer
-// file is truncated to it. A v1 journal, or a file without a journal
-// header, is refused: Repair it first.
-func OpenWriter(fs_ fsys.FS, path string, size int64, o Options) (*Writer, error) {
-	f, size, err := openJournal(fs_, path, size)
+// size is the journal's valid length (Scan.Good of a scan without damage,
+// as Repair leaves it); a longer file is truncated to it, and a shorter one
+// is refused. A v1 journal, or a file without a journal header, is refused:
+// Repair it first. A file shorter than a header (its creation was cut
+// short) is started afresh.
+func OpenWriter(fs fsys.FS, path string, size int64, o Options) (*Writer, error) {
+	f, size, err := openJournal(fs, path, size)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +95,7 @@ func OpenWriter(fs_ fsys.FS, path string, size int64, o Options) (*Writer, error
 		max = MaxChange
 	}
 	w := &Writer{
-		fs: fs_, path: path, o: o, max: max,
+		fs: fs, path: path, o: o, max: max,
 		kick: make(chan struct{}, 1), exit: make(chan struct{}),
 		size: size, f: f,
 	}
@@ -101,13 +103,13 @@ func OpenWriter(fs_ fsys.FS, path string, size int64, o Options) (*Writer, error
 	return w, nil
 }
 
-func openJournal(fs_ fsys.FS, path string, size int64) (fsys.File, int64, error) {
-	f, err := fs_.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := fsys.WriteNewFile(fs_, path, 0o600, []byte(magicV2)); err != nil {
+func openJournal(fs fsys.FS, path string, size int64) (fsys.File, int64, error) {
+	f, err := fs.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
+	if errors.Is(err, iofs.ErrNotExist) {
+		if err := fsys.WriteNewFile(fs, path, 0o600, []byte(magicV2)); err != nil {
 			return nil, 0, fmt.Errorf("journal: create %s: %w", path, err)
 		}
-		f, err = fs_.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
+		f, err = fs.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 		return f, headerLen, err
 	}
 	if err != nil {
@@ -141,7 +143,7 @@ func openJournal(fs_ fsys.FS, path string, size int64) (fsys.File, int64, error)
 		if err := f.Sync(); err != nil {
 			return fail(err)
 		}
-		if err := fs_.SyncDir(filepath.Dir(path)); err != nil {
+		if err := fs.SyncDir(filepath.Dir(path)); err != nil {
 			return fail(err)
 		}
 		return f, headerLen, nil
