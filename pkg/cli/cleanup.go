@@ -100,12 +100,9 @@ func (f *Factory) cleanup(o store.CleanupOptions) (res *store.CleanupResult, err
 func cleanupRun(opts *CleanupOptions) error {
 	co := store.CleanupOptions{DryRun: opts.DryRun}
 	if opts.OlderThan != "" {
-		d, err := config.ParseDuration(opts.OlderThan)
+		d, err := parseOlderThan(opts.OlderThan)
 		if err != nil {
-			return usageErrorf("invalid --older-than: %w", err)
-		}
-		if d <= 0 {
-			return usageErrorf("invalid --older-than %q: give a positive duration such as 30d", opts.OlderThan)
+			return err
 		}
 		co.Retention = d
 	} else {

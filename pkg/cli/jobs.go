@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/secauto/secauto/pkg/config"
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/store"
 	"github.com/spf13/cobra"
@@ -107,44 +106,6 @@ times are RFC 3339 and nothing is cut. Finding no job is not an error.
 	return cmd
 }
 
-// parseStatuses reads --status values, each possibly comma-separated.
-func parseStatuses(values []string) ([]job.Status, error) {
-	var out []job.Status
-	for _, v := range values {
-		for _, part := range strings.Split(v, ",") {
-			part = strings.TrimSpace(part)
-			if part == "" {
-				continue
-			}
-			st, err := job.ParseStatus(part)
-			if err != nil {
-				return nil, &usageError{fmt.Errorf("invalid --status: %w", err)}
-			}
-			out = append(out, st)
-		}
-	}
-	return out, nil
-}
-
-// parseSince reads --since: a duration back from now, or a point in time.
-func parseSince(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := config.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, usageErrorf("invalid --since %q: give a positive duration such as 24h or 7d", s)
-		}
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, usageErrorf("invalid --since %q: give a duration such as 24h or 7d, or a time such as 2025-07-09 or 2025-07-09T15:30:00Z", s)
-}
-
 func jobsListRun(opts *JobsListOptions) error {
 	statuses, err := parseStatuses(opts.Statuses)
 	if err != nil {
@@ -155,8 +116,8 @@ func jobsListRun(opts *JobsListOptions) error {
 	if err != nil {
 		return err
 	}
-	if opts.Limit < 0 {
-		return usageErrorf("invalid --limit %d: give 0 for all jobs or a positive number", opts.Limit)
+	if err := checkLimit(opts.Limit); err != nil {
+		return err
 	}
 
 	s, err := opts.Store()
