@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,10 +33,8 @@ beside a .sha256 file in the format "sha256sum -c" reads.
 
 // BackupCreateOptions holds "backup create"'s flags and dependencies.
 type BackupCreateOptions struct {
-	IO *IOStreams
-	// Backup writes a backup with the configured compression and keep
-	// count (or the flag's compression) and returns its result.
-	Backup func(compress *bool) (*store.BackupResult, error)
+	IO    *IOStreams
+	Admin func(lockMode) (Admin, error)
 
 	Compress *bool // nil: as configured
 	Output   outputFormat
@@ -43,9 +42,7 @@ type BackupCreateOptions struct {
 
 // NewCmdBackupCreate is "secauto backup create".
 func NewCmdBackupCreate(f *Factory, runF func(*BackupCreateOptions) error) *cobra.Command {
-	opts := &BackupCreateOptions{IO: f.IOStreams, Backup: func(compress *bool) (*store.BackupResult, error) {
-		return f.backup(compress)
-	}}
+	opts := &BackupCreateOptions{IO: f.IOStreams, Admin: adminFor(f, "backup create")}
 	var compress bool
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -75,40 +72,17 @@ Compression follows jobs.backup_compress unless --compress is given.
 	return cmd
 }
 
-func (f *Factory) backup(compress *bool) (res *store.BackupResult, err error) {
-	cfg, err := f.Config()
-	if err != nil {
-		return nil, err
-	}
-	d, err := f.daemon()
-	if err != nil {
-		return nil, err
-	}
-	if d != nil {
-		// The daemon's jobs.backup_keep and jobs.backup_compress apply.
-		err = busy(f.IOStreams, "writing backup", func(store.Progress) error {
-			res, err = d.backup(compress)
-			return err
-		})
-		return res, err
-	}
-	bo := store.BackupOptions{Compress: cfg.Jobs.BackupCompress, Keep: cfg.Jobs.BackupKeep}
-	if compress != nil {
-		bo.Compress = *compress
-	}
-	err = f.withStore(exclusive, "backup create", "writing backup", func(s *store.Store, progress store.Progress) error {
-		bo.Progress = progress
-		res, err = s.Backup(bo)
-		if err != nil {
-			return fmt.Errorf("cannot write backup: %w", err)
-		}
-		return nil
-	})
-	return res, err
-}
-
 func backupCreateRun(opts *BackupCreateOptions) error {
-	res, err := opts.Backup(opts.Compress)
+	admin, err := opts.Admin(exclusive)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	var res *store.BackupResult
+	err = busy(opts.IO, "writing backup", func(progress store.Progress) (err error) {
+		res, err = admin.Backup(context.Background(), opts.Compress, progress)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -127,16 +101,16 @@ func backupCreateRun(opts *BackupCreateOptions) error {
 
 // BackupListOptions holds "backup list"'s flags and dependencies.
 type BackupListOptions struct {
-	IO          *IOStreams
-	Now         func() time.Time
-	ListBackups func() (dir string, backups []store.BackupInfo, err error)
+	IO    *IOStreams
+	Now   func() time.Time
+	Admin func(lockMode) (Admin, error)
 
 	Output outputFormat
 }
 
 // NewCmdBackupList is "secauto backup list".
 func NewCmdBackupList(f *Factory, runF func(*BackupListOptions) error) *cobra.Command {
-	opts := &BackupListOptions{IO: f.IOStreams, Now: f.Now, ListBackups: f.listBackups}
+	opts := &BackupListOptions{IO: f.IOStreams, Now: f.Now, Admin: adminFor(f, "backup list")}
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List backups, newest first, and verify each",
@@ -161,35 +135,17 @@ while the daemon runs.
 	return cmd
 }
 
-func (f *Factory) listBackups() (string, []store.BackupInfo, error) {
-	dir, err := f.existingStoreDir()
-	if err != nil {
-		return "", nil, err
-	}
-	d, err := f.daemon()
-	if err != nil {
-		return "", nil, err
-	}
-	var list []store.BackupInfo
-	err = busy(f.IOStreams, "verifying backups", func(store.Progress) error {
-		if d != nil {
-			list, err = d.listBackups()
-			return err
-		}
-		list, err = store.ListBackups(dir)
-		if err != nil {
-			return fmt.Errorf("cannot list backups: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return "", nil, err
-	}
-	return dir, list, nil
-}
-
 func backupListRun(opts *BackupListOptions) error {
-	dir, list, err := opts.ListBackups()
+	admin, err := opts.Admin(readOnly)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	var list []store.BackupInfo
+	err = busy(opts.IO, "verifying backups", func(store.Progress) (err error) {
+		list, err = admin.ListBackups(context.Background())
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -200,7 +156,7 @@ func backupListRun(opts *BackupListOptions) error {
 		return printData(opts.IO.Out, opts.Output, list)
 	}
 	if len(list) == 0 {
-		fmt.Fprintf(opts.IO.ErrOut, "no backups in %s; write one with 'secauto backup create'\n", dir)
+		fmt.Fprintf(opts.IO.ErrOut, "no backups in %s; write one with 'secauto backup create'\n", admin.Dir())
 		return nil
 	}
 	tty := opts.IO.IsStdoutTTY()
@@ -230,25 +186,21 @@ func backupListRun(opts *BackupListOptions) error {
 
 // BackupRestoreOptions holds "backup restore"'s flags and dependencies.
 type BackupRestoreOptions struct {
-	IO      *IOStreams
-	Restore func(file string) (*restoreOutcome, error)
+	IO    *IOStreams
+	Admin func(lockMode) (Admin, error)
+	// Resolve finds FILE: resolveBackup outside tests.
+	Resolve func(dir, file string) (string, error)
+	// Check verifies the file to restore: store.CheckRestoreFile outside
+	// tests.
+	Check func(path string) (jobs int, checksummed bool, err error)
 
 	File   string
 	Output outputFormat
 }
 
-// restoreOutcome is what a restore did, for the human report.
-type restoreOutcome struct {
-	store.RestoreResult
-	File         string `json:"-"`
-	VerifiedJobs int    `json:"-"`
-	// Repaired is what opening the data directory repaired first.
-	Repaired store.OpenReport `json:"-"`
-}
-
 // NewCmdBackupRestore is "secauto backup restore".
 func NewCmdBackupRestore(f *Factory, runF func(*BackupRestoreOptions) error) *cobra.Command {
-	opts := &BackupRestoreOptions{IO: f.IOStreams, Restore: f.restore}
+	opts := &BackupRestoreOptions{IO: f.IOStreams, Admin: adminFor(f, "backup restore"), Resolve: resolveBackup, Check: store.CheckRestoreFile}
 	cmd := &cobra.Command{
 		Use:   "restore FILE",
 		Short: "Replace the job store with a backup",
@@ -323,89 +275,37 @@ func resolveBackup(dir, file string) (string, error) {
 	return "", fmt.Errorf("backup %s does not exist; list backups with 'secauto backup list'", file)
 }
 
-func (f *Factory) restore(file string) (out *restoreOutcome, err error) {
-	cfg, err := f.Config()
+func backupRestoreRun(opts *BackupRestoreOptions) error {
+	admin, err := opts.Admin(salvage)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	dir, err := f.existingStoreDir()
+	defer admin.Close()
+	path, err := opts.Resolve(admin.Dir(), opts.File)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	path, err := resolveBackup(dir, file)
-	if err != nil {
-		return nil, err
-	}
-	d, err := f.daemon()
-	if err != nil {
-		return nil, err
-	}
-	if d != nil {
-		// A daemon that cannot do the restore is reported before the
-		// file is read.
-		if err := d.ping(); err != nil {
-			return nil, err
-		}
-	}
-	// Verify before taking the lock or touching anything, as etcdutl does:
-	// a bad file must leave the data directory exactly as it was.
+	// Verify before touching anything, as etcdutl does: a bad file must
+	// leave the data directory exactly as it was.
 	var jobs int
-	err = busy(f.IOStreams, "verifying backup", func(store.Progress) error {
-		jobs, err = verifyBackupFile(f.IOStreams, path)
+	err = busy(opts.IO, "verifying backup", func(store.Progress) error {
+		n, checksummed, err := opts.Check(path)
+		if err == nil && !checksummed {
+			// An operator's own copy of jobs.json, say: there is no
+			// checksum to check, so only its content was verified.
+			fmt.Fprintf(opts.IO.ErrOut, "%s has no .sha256 file; its content verified, but whether it is the file that was backed up cannot be checked\n", path)
+		}
+		jobs = n
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s is not a usable backup (%w); nothing was changed: pick one that verifies with 'secauto backup list'", path, err)
+		return fmt.Errorf("%s is not a usable backup (%w); nothing was changed: pick one that verifies with 'secauto backup list'", path, err)
 	}
-	out = &restoreOutcome{File: path, VerifiedJobs: jobs}
-	if d != nil {
-		// The daemon reads the file itself, on this host.
-		abs, err := filepath.Abs(path)
-		if err != nil {
-			return nil, fmt.Errorf("cannot resolve %s: %w", path, err)
-		}
-		err = busy(f.IOStreams, "restoring", func(store.Progress) error {
-			res, err := d.restore(abs)
-			if err != nil {
-				return err
-			}
-			out.RestoreResult = *res
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-		return out, nil
-	}
-	err = f.withStore(salvage, "backup restore", "restoring", func(s *store.Store, progress store.Progress) error {
-		out.Repaired = s.Report()
-		// Keep every backup: a restore must never delete one.
-		res, err := s.Restore(path, store.BackupOptions{Compress: cfg.Jobs.BackupCompress, Progress: progress})
-		if err != nil {
-			return fmt.Errorf("cannot restore %s: %w; the store is unchanged", path, err)
-		}
-		out.RestoreResult = *res
-		return nil
+	var out *Restored
+	err = busy(opts.IO, "restoring", func(progress store.Progress) (err error) {
+		out, err = admin.Restore(context.Background(), path, progress)
+		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// verifyBackupFile verifies a backup to be restored. A file without its
-// .sha256 (an operator's own copy of jobs.json, say) has no checksum to
-// check, so only its content is verified, and the operator is told.
-func verifyBackupFile(ios *IOStreams, path string) (int, error) {
-	n, checksummed, err := store.CheckRestoreFile(path)
-	if err == nil && !checksummed {
-		fmt.Fprintf(ios.ErrOut, "%s has no .sha256 file; its content verified, but whether it is the file that was backed up cannot be checked\n", path)
-	}
-	return n, err
-}
-
-func backupRestoreRun(opts *BackupRestoreOptions) error {
-	out, err := opts.Restore(opts.File)
 	if err != nil {
 		return err
 	}
@@ -415,9 +315,9 @@ func backupRestoreRun(opts *BackupRestoreOptions) error {
 	w := &errWriter{w: opts.IO.Out}
 	cs := opts.IO.ColorScheme()
 	printRepairs(w, out.Repaired)
-	w.printf("Verified %s (%s)\n", relPath(out.File), plural(out.VerifiedJobs, "job"))
+	w.printf("Verified %s (%s)\n", relPath(path), plural(jobs, "job"))
 	w.printf("Saved the previous state as %s\n", relPath(out.SafetyBackup))
-	w.printf("%s %s from %s\n", cs.Green("Restored"), plural(out.RestoredJobs, "job"), relPath(out.File))
+	w.printf("%s %s from %s\n", cs.Green("Restored"), plural(out.RestoredJobs, "job"), relPath(path))
 	w.printf("To undo: secauto backup restore %s\n", relPath(out.SafetyBackup))
 	return w.err
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -17,8 +18,7 @@ type CleanupOptions struct {
 	IO *IOStreams
 	// Retention returns the configured retention and per-status overrides.
 	Retention func() (time.Duration, map[job.Status]time.Duration, error)
-	// Cleanup runs the cleanup on the data directory.
-	Cleanup func(store.CleanupOptions) (*store.CleanupResult, error)
+	Admin     func(lockMode) (Admin, error)
 
 	DryRun    bool
 	OlderThan string
@@ -27,7 +27,7 @@ type CleanupOptions struct {
 
 // NewCmdCleanup is "secauto cleanup".
 func NewCmdCleanup(f *Factory, runF func(*CleanupOptions) error) *cobra.Command {
-	opts := &CleanupOptions{IO: f.IOStreams, Retention: f.retention, Cleanup: f.cleanup}
+	opts := &CleanupOptions{IO: f.IOStreams, Retention: configuredRetention(f.Config), Admin: adminFor(f, "cleanup")}
 	cmd := &cobra.Command{
 		Use:   "cleanup",
 		Short: "Delete terminal jobs older than the retention",
@@ -63,38 +63,16 @@ while the daemon runs.
 	return cmd
 }
 
-func (f *Factory) retention() (time.Duration, map[job.Status]time.Duration, error) {
-	cfg, err := f.Config()
-	if err != nil {
-		return 0, nil, err
-	}
-	return cfg.Jobs.Retention(""), cfg.Jobs.RetentionOverrides(), nil
-}
-
-func (f *Factory) cleanup(o store.CleanupOptions) (res *store.CleanupResult, err error) {
-	d, err := f.daemon()
-	if err != nil {
-		return nil, err
-	}
-	if d != nil {
-		err = busy(f.IOStreams, "cleaning up", func(store.Progress) error {
-			res, err = d.cleanup(o)
-			return err
-		})
-		return res, err
-	}
-	mode := exclusive
-	if o.DryRun {
-		mode = readOnly
-	}
-	err = f.withStore(mode, "cleanup", "cleaning up", func(s *store.Store, _ store.Progress) error {
-		res, err = s.Cleanup(o)
+// configuredRetention returns jobs.retention_days and
+// jobs.retention_by_status from the configuration.
+func configuredRetention(load func() (*config.Config, error)) func() (time.Duration, map[job.Status]time.Duration, error) {
+	return func() (time.Duration, map[job.Status]time.Duration, error) {
+		cfg, err := load()
 		if err != nil {
-			return fmt.Errorf("cleanup failed: %w", err)
+			return 0, nil, err
 		}
-		return nil
-	})
-	return res, err
+		return cfg.Jobs.Retention(""), cfg.Jobs.RetentionOverrides(), nil
+	}
 }
 
 func cleanupRun(opts *CleanupOptions) error {
@@ -112,7 +90,20 @@ func cleanupRun(opts *CleanupOptions) error {
 		}
 		co.Retention, co.ByStatus = ret, byStatus
 	}
-	res, err := opts.Cleanup(co)
+	mode := exclusive
+	if opts.DryRun {
+		mode = readOnly
+	}
+	admin, err := opts.Admin(mode)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	var res *store.CleanupResult
+	err = busy(opts.IO, "cleaning up", func(store.Progress) (err error) {
+		res, err = admin.Cleanup(context.Background(), co)
+		return err
+	})
 	if err != nil {
 		return err
 	}

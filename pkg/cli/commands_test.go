@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -55,19 +56,20 @@ func sampleJobs() []*job.Job {
 	}
 }
 
-// fakeJobs is a jobReader over a fixed list; it records the filter.
+// fakeJobs is an Admin over a fixed list of jobs; it records the filter.
 type fakeJobs struct {
+	fakeAdmin
 	jobs   []*job.Job
 	filter store.Filter
 	closed bool
 }
 
-func (f *fakeJobs) List(fl store.Filter) ([]*job.Job, error) {
+func (f *fakeJobs) ListJobs(_ context.Context, fl store.Filter) ([]*job.Job, error) {
 	f.filter = fl
 	return f.jobs, nil
 }
 
-func (f *fakeJobs) Get(id string) (*job.Job, error) {
+func (f *fakeJobs) GetJob(_ context.Context, id string) (*job.Job, error) {
 	var found []*job.Job
 	for _, j := range f.jobs {
 		if strings.HasPrefix(j.ID, id) {
@@ -90,7 +92,7 @@ var ansi = regexp.MustCompile("\x1b\\[[0-9;]*m")
 func TestJobsListPiped(t *testing.T) {
 	ios, _, out, errOut := TestStreams()
 	fake := &fakeJobs{jobs: sampleJobs()}
-	opts := &JobsListOptions{IO: ios, Now: func() time.Time { return now }, Store: func() (jobReader, error) { return fake, nil },
+	opts := &JobsListOptions{IO: ios, Now: func() time.Time { return now }, Admin: func(lockMode) (Admin, error) { return fake, nil },
 		Statuses: []string{"failed,completed", "running"}, Since: "2d", Limit: 5, Output: formatTable}
 	if err := jobsListRun(opts); err != nil {
 		t.Fatal(err)
@@ -122,7 +124,7 @@ func TestJobsListTerminal(t *testing.T) {
 	ios.SetColorEnabled(true)
 	ios.SetTerminalWidth(120)
 	fake := &fakeJobs{jobs: sampleJobs()}
-	opts := &JobsListOptions{IO: ios, Now: func() time.Time { return now }, Store: func() (jobReader, error) { return fake, nil }, Output: formatTable}
+	opts := &JobsListOptions{IO: ios, Now: func() time.Time { return now }, Admin: func(lockMode) (Admin, error) { return fake, nil }, Output: formatTable}
 	if err := jobsListRun(opts); err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +151,7 @@ func TestJobsListTerminal(t *testing.T) {
 func TestJobsListEmptyAndJSON(t *testing.T) {
 	ios, _, out, errOut := TestStreams()
 	fake := &fakeJobs{}
-	opts := &JobsListOptions{IO: ios, Now: func() time.Time { return now }, Store: func() (jobReader, error) { return fake, nil }, Output: formatTable}
+	opts := &JobsListOptions{IO: ios, Now: func() time.Time { return now }, Admin: func(lockMode) (Admin, error) { return fake, nil }, Output: formatTable}
 	if err := jobsListRun(opts); err != nil {
 		t.Fatalf("no jobs is not a failure: %v", err)
 	}
@@ -212,7 +214,7 @@ func TestParseSince(t *testing.T) {
 func TestJobsShow(t *testing.T) {
 	ios, _, out, _ := TestStreams()
 	fake := &fakeJobs{jobs: sampleJobs()}
-	opts := &JobsShowOptions{IO: ios, Now: func() time.Time { return now }, Store: func() (jobReader, error) { return fake, nil }, Output: formatTable}
+	opts := &JobsShowOptions{IO: ios, Now: func() time.Time { return now }, Admin: func(lockMode) (Admin, error) { return fake, nil }, Output: formatTable}
 
 	opts.ID = "0197f0a2"
 	if err := jobsShowRun(opts); err != nil {
@@ -275,7 +277,7 @@ func TestJobsShowTerminal(t *testing.T) {
 	ios, _, out, _ := TestStreams()
 	ios.SetStdoutTTY(true)
 	fake := &fakeJobs{jobs: sampleJobs()}
-	opts := &JobsShowOptions{IO: ios, Now: func() time.Time { return now }, Store: func() (jobReader, error) { return fake, nil }, ID: "0197f0a3", Output: formatTable}
+	opts := &JobsShowOptions{IO: ios, Now: func() time.Time { return now }, Admin: func(lockMode) (Admin, error) { return fake, nil }, ID: "0197f0a3", Output: formatTable}
 	if err := jobsShowRun(opts); err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +299,7 @@ func TestVerifyRun(t *testing.T) {
 		{Path: "data/jobs.json.backup.20250709-120000"},
 	}
 	ios, _, out, errOut := TestStreams()
-	opts := &VerifyOptions{IO: ios, Verify: func() (*store.VerifyResult, []store.BackupInfo, error) { return bad, backups, nil }, Output: formatTable}
+	opts := &VerifyOptions{IO: ios, Admin: (&fakeAdmin{verify: bad, backups: backups}).open, Output: formatTable}
 	err := verifyRun(opts)
 	if exitCode(err) != ExitFailure || !errors.Is(err, errSilent) {
 		t.Fatalf("problems found: err %v", err)
@@ -337,7 +339,7 @@ To repair:
 	out.Reset()
 	opts.Output = formatTable
 	good := &store.VerifyResult{OK: true, Jobs: 1, Backups: 1}
-	opts.Verify = func() (*store.VerifyResult, []store.BackupInfo, error) { return good, nil, nil }
+	opts.Admin = (&fakeAdmin{verify: good}).open
 	if err := verifyRun(opts); err != nil {
 		t.Fatal(err)
 	}
@@ -354,10 +356,10 @@ func TestCleanupRun(t *testing.T) {
 		Retention: func() (time.Duration, map[job.Status]time.Duration, error) {
 			return 30 * 24 * time.Hour, map[job.Status]time.Duration{job.Failed: 90 * 24 * time.Hour}, nil
 		},
-		Cleanup: func(o store.CleanupOptions) (*store.CleanupResult, error) {
+		Admin: (&fakeAdmin{cleanup: func(o store.CleanupOptions) (*store.CleanupResult, error) {
 			got = o
 			return &store.CleanupResult{Deleted: 2, DryRun: o.DryRun, IDs: []string{"a", "b"}}, nil
-		},
+		}}).open,
 		DryRun: true,
 		Output: formatTable,
 	}
@@ -387,10 +389,9 @@ func TestCleanupRun(t *testing.T) {
 
 func TestBackupOutputs(t *testing.T) {
 	ios, _, out, _ := TestStreams()
-	create := &BackupCreateOptions{IO: ios, Output: formatTable, Backup: func(c *bool) (*store.BackupResult, error) {
-		return &store.BackupResult{Path: "data/jobs.json.backup.20250709-180000", Jobs: 3, SHA256: "ab12", Size: 2048,
-			Removed: []string{"data/jobs.json.backup.20250601-000000"}}, nil
-	}}
+	create := &BackupCreateOptions{IO: ios, Output: formatTable, Admin: (&fakeAdmin{backup: &store.BackupResult{
+		Path: "data/jobs.json.backup.20250709-180000", Jobs: 3, SHA256: "ab12", Size: 2048,
+		Removed: []string{"data/jobs.json.backup.20250601-000000"}}}).open}
 	if err := backupCreateRun(create); err != nil {
 		t.Fatal(err)
 	}
@@ -400,13 +401,13 @@ func TestBackupOutputs(t *testing.T) {
 	}
 
 	out.Reset()
-	restore := &BackupRestoreOptions{IO: ios, File: "b", Output: formatTable, Restore: func(file string) (*restoreOutcome, error) {
-		return &restoreOutcome{
+	restore := &BackupRestoreOptions{IO: ios, File: "b", Output: formatTable,
+		Resolve: func(dir, file string) (string, error) { return "data/jobs.json.backup.20250709-180000", nil },
+		Check:   func(string) (int, bool, error) { return 3, true, nil },
+		Admin: (&fakeAdmin{restored: &Restored{
 			RestoreResult: store.RestoreResult{RestoredJobs: 3, SafetyBackup: "data/jobs.json.backup.20250709-180001"},
-			File:          "data/jobs.json.backup.20250709-180000", VerifiedJobs: 3,
-			Repaired: store.OpenReport{SnapshotCorruptPath: "data/jobs.json.corrupt-20250709-180001"},
-		}, nil
-	}}
+			Repaired:      store.OpenReport{SnapshotCorruptPath: "data/jobs.json.corrupt-20250709-180001"},
+		}}).open}
 	if err := backupRestoreRun(restore); err != nil {
 		t.Fatal(err)
 	}
@@ -429,12 +430,10 @@ To undo: secauto backup restore data/jobs.json.backup.20250709-180001
 	}
 
 	out.Reset()
-	list := &BackupListOptions{IO: ios, Now: func() time.Time { return now }, Output: formatTable, ListBackups: func() (string, []store.BackupInfo, error) {
-		return "data", []store.BackupInfo{
-			{Path: "data/jobs.json.backup.20250709-120000.gz", Time: *tp("2025-07-09T12:00:00Z"), Size: 1536, Jobs: 3, Compressed: true, Verified: true},
-			{Path: "data/jobs.json.backup.20250708-120000", Time: *tp("2025-07-08T12:00:00Z"), Size: 100, Problem: "checksum mismatch"},
-		}, nil
-	}}
+	list := &BackupListOptions{IO: ios, Now: func() time.Time { return now }, Output: formatTable, Admin: (&fakeAdmin{dir: "data", backups: []store.BackupInfo{
+		{Path: "data/jobs.json.backup.20250709-120000.gz", Time: *tp("2025-07-09T12:00:00Z"), Size: 1536, Jobs: 3, Compressed: true, Verified: true},
+		{Path: "data/jobs.json.backup.20250708-120000", Time: *tp("2025-07-08T12:00:00Z"), Size: 100, Problem: "checksum mismatch"},
+	}}).open}
 	if err := backupListRun(list); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,8 @@ package cli
 // While "secauto serve" holds the data directory (SPEC §6), the other
 // commands do not touch its files: they ask the daemon over its API
 // (pkg/server/admin.go and the job endpoints) and print its answer exactly
-// as they print their own results offline. This file is that API's client.
+// as they print their own results offline. This file is that API's
+// transport; daemon_admin.go is the Admin over it.
 
 import (
 	"bytes"
@@ -17,12 +18,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/server"
 	"github.com/secauto/secauto/pkg/store"
 )
@@ -49,7 +48,8 @@ type daemonClient struct {
 	locked *store.LockedError
 	http   *http.Client
 	agent  string
-	pinged bool
+	pinged bool // the admin endpoints answered
+	probed bool // the job endpoints answered
 }
 
 func newDaemonClient(dir string, owner store.Owner, token, version string) *daemonClient {
@@ -137,8 +137,8 @@ func transportReason(err error, timeout time.Duration) string {
 // do sends a request with in as its JSON body (none when nil) and decodes
 // a 2xx answer into out. It returns a *daemonError when the daemon cannot
 // be asked (exit 2) and a *remoteError for an error it answered.
-func (c *daemonClient) do(method, path string, query url.Values, in, out any, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+func (c *daemonClient) do(ctx context.Context, method, path string, query url.Values, in, out any, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var body io.Reader
 	if in != nil {
@@ -217,23 +217,23 @@ func (c *daemonClient) do(method, path string, query url.Values, in, out any, ti
 	return &remoteError{code: resp.StatusCode, msg: msg}
 }
 
-// ping checks, once, that the daemon answers this command and offers the
-// admin endpoints, with a request that reads next to nothing.
 // work sends a request whose work grows with the store: after a quick
 // check that the daemon answers at all, it may take daemonWorkTimeout.
-func (c *daemonClient) work(method, path string, in, out any) error {
-	if err := c.ping(); err != nil {
+func (c *daemonClient) work(ctx context.Context, method, path string, in, out any) error {
+	if err := c.ping(ctx); err != nil {
 		return err
 	}
-	return c.do(method, path, nil, in, out, daemonWorkTimeout)
+	return c.do(ctx, method, path, nil, in, out, daemonWorkTimeout)
 }
 
-func (c *daemonClient) ping() error {
+// ping checks, once, that the daemon answers this command and offers the
+// admin endpoints, with a request that reads next to nothing.
+func (c *daemonClient) ping(ctx context.Context) error {
 	if c.pinged {
 		return nil
 	}
 	var res server.AdminRecoverResponse
-	if err := c.do("GET", "/admin/recover", url.Values{"dry_run": {"true"}}, nil, &res, daemonPingTimeout); err != nil {
+	if err := c.do(ctx, "GET", "/admin/recover", url.Values{"dry_run": {"true"}}, nil, &res, daemonPingTimeout); err != nil {
 		return err
 	}
 	c.pinged = true
@@ -254,163 +254,4 @@ func (c *daemonClient) local(p string) string {
 		return p
 	}
 	return filepath.Join(c.dir, filepath.Base(p))
-}
-
-// jobReader returns the jobs commands' reader over the daemon's API,
-// after checking that the daemon answers, so a daemon that cannot be
-// reached is reported as such, not as a failed read.
-func (c *daemonClient) jobReader() (jobReader, error) {
-	var probe []*job.Job
-	if err := c.do("GET", "/jobs", url.Values{"limit": {"1"}}, nil, &probe, daemonPingTimeout); err != nil {
-		return nil, err
-	}
-	return daemonJobs{c}, nil
-}
-
-// daemonJobs reads jobs through GET /jobs and GET /job/{id}, which read
-// the daemon's store with the same calls the offline commands make.
-type daemonJobs struct{ c *daemonClient }
-
-func (d daemonJobs) List(f store.Filter) ([]*job.Job, error) {
-	q := url.Values{}
-	if len(f.Statuses) > 0 {
-		names := make([]string, len(f.Statuses))
-		for i, s := range f.Statuses {
-			names[i] = string(s)
-		}
-		q.Set("status", strings.Join(names, ","))
-	}
-	if !f.Since.IsZero() {
-		q.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
-	}
-	if f.Limit > 0 {
-		q.Set("limit", strconv.Itoa(f.Limit))
-	}
-	if f.Oldest {
-		return nil, errors.New("the daemon lists jobs newest first only")
-	}
-	var jobs []*job.Job
-	if err := d.c.do("GET", "/jobs", q, nil, &jobs, daemonReadTimeout); err != nil {
-		return nil, err
-	}
-	return jobs, nil
-}
-
-func (d daemonJobs) Get(id string) (*job.Job, error) {
-	if id == "" || strings.Contains(id, "/") {
-		return nil, fmt.Errorf("%w: %s", store.ErrNotFound, id)
-	}
-	var j job.Job
-	err := d.c.do("GET", "/job/"+url.PathEscape(id), nil, nil, &j, daemonReadTimeout)
-	var re *remoteError
-	if errors.As(err, &re) {
-		switch re.code {
-		case http.StatusNotFound:
-			return nil, fmt.Errorf("%w: %s", store.ErrNotFound, id)
-		case http.StatusBadRequest: // the only 400 of GET /job/{id}
-			return nil, fmt.Errorf("%w: %s", store.ErrAmbiguous, re.msg)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &j, nil
-}
-
-func (d daemonJobs) Close() error { return nil }
-
-// cleanup runs a cleanup with exactly the retention the command computed
-// and prints, so what it says is what the daemon did.
-func (c *daemonClient) cleanup(o store.CleanupOptions) (*store.CleanupResult, error) {
-	req := server.AdminCleanupRequest{DryRun: o.DryRun}
-	if o.Retention > 0 {
-		req.OlderThan = o.Retention.String()
-	}
-	if len(o.ByStatus) > 0 {
-		req.RetentionByStatus = make(map[job.Status]string, len(o.ByStatus))
-		for st, d := range o.ByStatus {
-			req.RetentionByStatus[st] = d.String()
-		}
-	}
-	var res store.CleanupResult
-	if err := c.work("POST", "/admin/cleanup", req, &res); err != nil {
-		return nil, err
-	}
-	if res.IDs == nil {
-		res.IDs = []string{}
-	}
-	return &res, nil
-}
-
-// backup writes a backup with the daemon's jobs.backup_keep, and its
-// jobs.backup_compress unless compress is set.
-func (c *daemonClient) backup(compress *bool) (*store.BackupResult, error) {
-	var res store.BackupResult
-	if err := c.work("POST", "/admin/backups", server.AdminBackupRequest{Compress: compress}, &res); err != nil {
-		return nil, err
-	}
-	res.Path = c.local(res.Path)
-	for i, p := range res.Removed {
-		res.Removed[i] = c.local(p)
-	}
-	return &res, nil
-}
-
-func (c *daemonClient) listBackups() ([]store.BackupInfo, error) {
-	var list []store.BackupInfo
-	if err := c.work("GET", "/admin/backups", nil, &list); err != nil {
-		return nil, err
-	}
-	for i := range list {
-		list[i].Path = c.local(list[i].Path)
-	}
-	return list, nil
-}
-
-// restore has the daemon restore the backup at path, which the daemon
-// reads itself; path must be absolute.
-func (c *daemonClient) restore(path string) (*store.RestoreResult, error) {
-	var res store.RestoreResult
-	if err := c.work("POST", "/admin/restore", server.AdminRestoreRequest{Path: path}, &res); err != nil {
-		return nil, err
-	}
-	res.SafetyBackup = c.local(res.SafetyBackup)
-	return &res, nil
-}
-
-func (c *daemonClient) verify() (*store.VerifyResult, error) {
-	var res store.VerifyResult
-	if err := c.work("GET", "/admin/verify", nil, &res); err != nil {
-		return nil, err
-	}
-	for i := range res.Problems {
-		res.Problems[i].File = c.local(res.Problems[i].File)
-	}
-	return &res, nil
-}
-
-// recover returns the report of the recovery the daemon ran when it
-// started; with dryRun, what a recovery would do now (nothing: the daemon
-// runs its jobs).
-func (c *daemonClient) recover(dryRun bool) (*server.AdminRecoverResponse, error) {
-	var q url.Values
-	if dryRun {
-		q = url.Values{"dry_run": {"true"}}
-	}
-	var res server.AdminRecoverResponse
-	if err := c.do("GET", "/admin/recover", q, nil, &res, daemonPingTimeout); err != nil {
-		return nil, err
-	}
-	if res.Actions == nil {
-		res.Actions = []store.RecoverAction{}
-	}
-	if res.RestoredFrom != nil {
-		p := c.local(*res.RestoredFrom)
-		res.RestoredFrom = &p
-	}
-	r := &res.OpenReport
-	r.JournalCorruptPath = c.local(r.JournalCorruptPath)
-	r.SnapshotCorruptPath = c.local(r.SnapshotCorruptPath)
-	r.RestoredFrom = c.local(r.RestoredFrom)
-	return &res, nil
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,28 +12,6 @@ import (
 	"github.com/secauto/secauto/pkg/store"
 	"github.com/spf13/cobra"
 )
-
-// jobReader is the part of the store the jobs commands read.
-type jobReader interface {
-	List(store.Filter) ([]*job.Job, error)
-	Get(idOrPrefix string) (*job.Job, error)
-	Close() error
-}
-
-func (f *Factory) openJobReader() (jobReader, error) {
-	d, err := f.daemon()
-	if err != nil {
-		return nil, err
-	}
-	if d != nil {
-		return d.jobReader()
-	}
-	s, err := f.openStore(readOnly, "jobs")
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
-}
 
 // NewCmdJobs is "secauto jobs".
 func NewCmdJobs(f *Factory) *cobra.Command {
@@ -53,7 +32,7 @@ while the daemon runs, it answers them.
 type JobsListOptions struct {
 	IO    *IOStreams
 	Now   func() time.Time
-	Store func() (jobReader, error)
+	Admin func(lockMode) (Admin, error)
 
 	Statuses []string
 	Since    string
@@ -64,7 +43,7 @@ type JobsListOptions struct {
 // NewCmdJobsList is "secauto jobs list"; runF replaces the run function in
 // tests of flag parsing.
 func NewCmdJobsList(f *Factory, runF func(*JobsListOptions) error) *cobra.Command {
-	opts := &JobsListOptions{IO: f.IOStreams, Now: f.Now, Store: f.openJobReader}
+	opts := &JobsListOptions{IO: f.IOStreams, Now: f.Now, Admin: adminFor(f, "jobs")}
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List jobs, newest first",
@@ -120,14 +99,14 @@ func jobsListRun(opts *JobsListOptions) error {
 		return err
 	}
 
-	s, err := opts.Store()
+	admin, err := opts.Admin(readOnly)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	jobs, err := s.List(store.Filter{Statuses: statuses, Since: since, Limit: opts.Limit})
+	defer admin.Close()
+	jobs, err := admin.ListJobs(context.Background(), store.Filter{Statuses: statuses, Since: since, Limit: opts.Limit})
 	if err != nil {
-		return fmt.Errorf("cannot list jobs: %w", err)
+		return err
 	}
 
 	if opts.Output != formatTable {
@@ -180,7 +159,7 @@ func jobDuration(j *job.Job, now time.Time) string {
 type JobsShowOptions struct {
 	IO    *IOStreams
 	Now   func() time.Time
-	Store func() (jobReader, error)
+	Admin func(lockMode) (Admin, error)
 
 	ID     string
 	Output outputFormat
@@ -188,7 +167,7 @@ type JobsShowOptions struct {
 
 // NewCmdJobsShow is "secauto jobs show".
 func NewCmdJobsShow(f *Factory, runF func(*JobsShowOptions) error) *cobra.Command {
-	opts := &JobsShowOptions{IO: f.IOStreams, Now: f.Now, Store: f.openJobReader}
+	opts := &JobsShowOptions{IO: f.IOStreams, Now: f.Now, Admin: adminFor(f, "jobs")}
 	cmd := &cobra.Command{
 		Use:   "show ID",
 		Short: "Show one job with every field and step",
@@ -222,12 +201,12 @@ duration, output and error. A unique prefix of the id is enough.
 // completeJobIDs offers the ids of stored jobs, newest first, with their
 // status as the description.
 func completeJobIDs(f *Factory, prefix string) []string {
-	s, err := f.openJobReader()
+	admin, err := f.OpenAdmin("jobs", readOnly)
 	if err != nil {
 		return nil
 	}
-	defer s.Close()
-	jobs, err := s.List(store.Filter{})
+	defer admin.Close()
+	jobs, err := admin.ListJobs(context.Background(), store.Filter{})
 	if err != nil {
 		return nil
 	}
@@ -241,19 +220,19 @@ func completeJobIDs(f *Factory, prefix string) []string {
 }
 
 func jobsShowRun(opts *JobsShowOptions) error {
-	s, err := opts.Store()
+	admin, err := opts.Admin(readOnly)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	j, err := s.Get(opts.ID)
+	defer admin.Close()
+	j, err := admin.GetJob(context.Background(), opts.ID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("no job has id or id prefix %q; list jobs with 'secauto jobs list'", opts.ID)
 	case errors.Is(err, store.ErrAmbiguous):
 		return fmt.Errorf("id prefix %q matches more than one job; give more of the id", opts.ID)
 	case err != nil:
-		return fmt.Errorf("cannot read job %s: %w", opts.ID, err)
+		return err
 	}
 	if opts.Output != formatTable {
 		return printData(opts.IO.Out, opts.Output, j)

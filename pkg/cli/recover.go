@@ -1,19 +1,19 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/secauto/secauto/pkg/store"
-	"github.com/secauto/secauto/pkg/webhook"
 	"github.com/spf13/cobra"
 )
 
 // RecoverOptions holds "recover"'s flags and dependencies.
 type RecoverOptions struct {
-	IO      *IOStreams
-	Recover func(dryRun bool) (*store.RecoverResult, store.OpenReport, error)
+	IO    *IOStreams
+	Admin func(lockMode) (Admin, error)
 
 	DryRun bool
 	Output outputFormat
@@ -21,7 +21,7 @@ type RecoverOptions struct {
 
 // NewCmdRecover is "secauto recover".
 func NewCmdRecover(f *Factory, runF func(*RecoverOptions) error) *cobra.Command {
-	opts := &RecoverOptions{IO: f.IOStreams, Recover: f.recover}
+	opts := &RecoverOptions{IO: f.IOStreams, Admin: adminFor(f, "recover")}
 	cmd := &cobra.Command{
 		Use:   "recover",
 		Short: "Repair the data directory after a crash and settle interrupted jobs",
@@ -57,57 +57,36 @@ would be done.
 	return cmd
 }
 
-func (f *Factory) recover(dryRun bool) (res *store.RecoverResult, rep store.OpenReport, err error) {
-	d, err := f.daemon()
-	if err != nil {
-		return nil, rep, err
-	}
-	if d != nil {
-		return f.recoverByDaemon(d, dryRun)
-	}
+func recoverRun(opts *RecoverOptions) error {
 	mode := exclusive
-	if dryRun {
+	if opts.DryRun {
 		mode = readOnly
 	}
-	outbox, err := f.outbox()
-	if err != nil {
-		return nil, rep, err
-	}
-	err = f.withStore(mode, "recover", "recovering", func(s *store.Store, _ store.Progress) error {
-		rep = s.Report()
-		// The job.recovered events wait in the outbox, written with the
-		// jobs they announce, until the next serve delivers them.
-		res, err = s.Recover(store.RecoverOptions{DryRun: dryRun, Also: outbox.JobRecords(webhook.JobRecovered)})
-		if err != nil {
-			return fmt.Errorf("recovery failed: %w", err)
-		}
-		return nil
-	})
-	return res, rep, err
-}
-
-// recoverByDaemon reports recovery while a daemon runs: it recovered the
-// data directory when it started and its running jobs are live, so nothing
-// is changed now; the report is the one of its start.
-func (f *Factory) recoverByDaemon(d *daemonClient, dryRun bool) (*store.RecoverResult, store.OpenReport, error) {
-	ans, err := d.recover(dryRun)
-	if err != nil {
-		return nil, store.OpenReport{}, err
-	}
-	since := ans.StartedAt.UTC().Format(time.RFC3339)
-	if dryRun {
-		fmt.Fprintf(f.IOStreams.ErrOut, "%s holds data directory %s and recovered it when it started at %s; its running jobs are live, so there is nothing to recover while it runs ('secauto recover' shows what it did at start)\n", d.who(), d.dir, since)
-		return &ans.RecoverResult, store.OpenReport{}, nil
-	}
-	fmt.Fprintf(f.IOStreams.ErrOut, "%s holds data directory %s and already recovered it when it started at %s; this is its report of that recovery, and nothing was changed now\n", d.who(), d.dir, since)
-	return &ans.RecoverResult, ans.OpenReport, nil
-}
-
-func recoverRun(opts *RecoverOptions) error {
-	res, rep, err := opts.Recover(opts.DryRun)
+	admin, err := opts.Admin(mode)
 	if err != nil {
 		return err
 	}
+	defer admin.Close()
+	var rec *Recovery
+	err = busy(opts.IO, "recovering", func(store.Progress) (err error) {
+		rec, err = admin.Recover(context.Background(), opts.DryRun)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if rec.Daemon != "" {
+		// The daemon recovered the data directory when it started and its
+		// running jobs are live: nothing is changed now, and what it
+		// answered is the report of its start.
+		since := rec.StartedAt.UTC().Format(time.RFC3339)
+		if opts.DryRun {
+			fmt.Fprintf(opts.IO.ErrOut, "%s holds data directory %s and recovered it when it started at %s; its running jobs are live, so there is nothing to recover while it runs ('secauto recover' shows what it did at start)\n", rec.Daemon, admin.Dir(), since)
+		} else {
+			fmt.Fprintf(opts.IO.ErrOut, "%s holds data directory %s and already recovered it when it started at %s; this is its report of that recovery, and nothing was changed now\n", rec.Daemon, admin.Dir(), since)
+		}
+	}
+	res, rep := &rec.RecoverResult, rec.Repaired
 	if opts.Output != formatTable {
 		return printData(opts.IO.Out, opts.Output, res)
 	}

@@ -1,26 +1,26 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
 
 	"github.com/secauto/secauto/pkg/store"
-	"github.com/secauto/secauto/pkg/webhook"
 	"github.com/spf13/cobra"
 )
 
 // VerifyOptions holds "verify"'s flags and dependencies.
 type VerifyOptions struct {
-	IO     *IOStreams
-	Verify func() (*store.VerifyResult, []store.BackupInfo, error)
+	IO    *IOStreams
+	Admin func(lockMode) (Admin, error)
 
 	Output outputFormat
 }
 
 // NewCmdVerify is "secauto verify".
 func NewCmdVerify(f *Factory, runF func(*VerifyOptions) error) *cobra.Command {
-	opts := &VerifyOptions{IO: f.IOStreams, Verify: f.verify}
+	opts := &VerifyOptions{IO: f.IOStreams, Admin: adminFor(f, "verify")}
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the snapshot, journal, backups and job invariants",
@@ -49,51 +49,23 @@ daemon runs, it does the check and answers.
 	return cmd
 }
 
-func (f *Factory) verify() (res *store.VerifyResult, backups []store.BackupInfo, err error) {
-	dir, err := f.existingStoreDir()
-	if err != nil {
-		return nil, nil, err
-	}
-	d, err := f.daemon()
-	if err != nil {
-		return nil, nil, err
-	}
-	if d != nil {
-		err = busy(f.IOStreams, "verifying", func(store.Progress) error {
-			res, err = d.verify()
-			if err != nil {
-				return err
-			}
-			if !res.OK {
-				// Only needed to point at a backup to restore.
-				backups, _ = d.listBackups()
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-		return res, backups, nil
-	}
-	err = busy(f.IOStreams, "verifying", func(progress store.Progress) error {
-		res, err = store.VerifyWith(dir, store.VerifyOptions{Progress: progress, CheckRecords: webhook.Check})
-		if err != nil {
-			return err
-		}
-		if !res.OK {
-			// Only needed to point at a backup to restore.
-			backups, _ = store.ListBackups(dir)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot verify %s: %w", dir, err)
-	}
-	return res, backups, nil
-}
-
 func verifyRun(opts *VerifyOptions) error {
-	res, backups, err := opts.Verify()
+	admin, err := opts.Admin(readOnly)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	var res *store.VerifyResult
+	var backups []store.BackupInfo
+	err = busy(opts.IO, "verifying", func(progress store.Progress) (err error) {
+		res, err = admin.Verify(context.Background(), progress)
+		if err == nil && !res.OK {
+			// Only needed to point at a backup to restore, and to tell
+			// the damaged backups among the problems.
+			backups, _ = admin.ListBackups(context.Background())
+		}
+		return err
+	})
 	if err != nil {
 		return err
 	}
