@@ -53,25 +53,30 @@ func CheckEncoded(raw []byte, maxBytes int) error {
 
 // CheckDepth reports, as a *LimitError, a JSON document nested more than
 // max deep (the outermost object or array counts as 1). It reads raw once
-// and stops at the first level too many, so it is cheap to run on an
-// untrusted document before handing it to a decoder. It checks nothing
-// else.
+// and checks nothing else, so it is cheap to run on an untrusted document
+// before handing it to a decoder.
 func CheckDepth(raw []byte, max int) error {
-	depth := 0
+	if d := nesting(raw); d > max {
+		return &LimitError{Limit: LimitDepth, Max: int64(max), Got: int64(d)}
+	}
+	return nil
+}
+
+// nesting returns the deepest nesting of objects and arrays in raw.
+func nesting(raw []byte) int {
+	depth, deepest := 0, 0
 	for i := 0; i < len(raw); i++ {
 		switch raw[i] {
 		case '"':
 			i = stringEnd(raw, i) - 1
 		case '{', '[':
 			depth++
-			if depth > max {
-				return &LimitError{Limit: LimitDepth, Max: int64(max), Got: int64(depth)}
-			}
+			deepest = max(deepest, depth)
 		case '}', ']':
 			depth--
 		}
 	}
-	return nil
+	return deepest
 }
 
 // CheckValue encodes v as a job stores it and checks that it fits in one:
@@ -122,7 +127,9 @@ func scan(raw []byte, maxDepth int) error {
 		case c == '{' || c == '[':
 			depth++
 			if depth > maxDepth {
-				return &LimitError{Limit: LimitDepth, Max: int64(maxDepth), Got: int64(depth)}
+				// A second pass, on failure only, so the error says how
+				// deep the document really is.
+				return &LimitError{Limit: LimitDepth, Max: int64(maxDepth), Got: int64(nesting(raw))}
 			}
 			i++
 		case c == '}' || c == ']':

@@ -157,7 +157,7 @@ func TestCheckValue(t *testing.T) {
 
 func TestCheckDepth(t *testing.T) {
 	deep := strings.Repeat("[", 100000) + strings.Repeat("]", 100000)
-	if le := limitOf(t, CheckDepth([]byte(deep), 10)); le.Got != 11 || le.Max != 10 {
+	if le := limitOf(t, CheckDepth([]byte(deep), 10)); le.Got != 100000 || le.Max != 10 {
 		t.Fatalf("%+v", le)
 	}
 	if err := CheckDepth([]byte(`{"a":"[[[[","b":[{}]}`), 3); err != nil {
