@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/secauto/secauto/pkg/job"
 )
 
 // httpMethods are the methods an http step may use. Others (CONNECT, TRACE)
@@ -263,8 +265,13 @@ func runHTTP(ctx context.Context, r *Runner, p map[string]any, data map[string]a
 	out := map[string]any{
 		"status":  resp.StatusCode,
 		"headers": headers,
-		"body":    decodeBody(resp.Header.Get("Content-Type"), respBody),
 	}
+	decoded, err := decodeBody(resp.Header.Get("Content-Type"), respBody)
+	if err != nil {
+		// Status and headers are kept: they say what the service answered.
+		return outcome{output: out}, fmt.Errorf("%s answered %s with a body that was not kept: %w", target, resp.Status, err)
+	}
+	out["body"] = decoded
 	if !statusAllowed(resp.StatusCode, hp.allow) {
 		return outcome{output: out}, fmt.Errorf("%s answered %s; list the status in allow_status to accept it", target, resp.Status)
 	}
@@ -292,22 +299,36 @@ func statusAllowed(code int, allow []int) bool {
 	return (code >= 200 && code < 300) || slices.Contains(allow, code)
 }
 
+// maxBodyDepth bounds the nesting of a decoded JSON body: the body sits
+// inside the step's output object, which may nest job.MaxValueDepth deep.
+const maxBodyDepth = job.MaxValueDepth - 1
+
 // decodeBody returns the body as decoded JSON when the server says it is
 // JSON and it parses, else as a string. Numbers keep their exact digits
 // (json.Number), so large ids survive the round trip into the results.
-func decodeBody(contentType string, b []byte) any {
+//
+// A JSON body nested deeper than a job may store is an error (a
+// *job.LimitError naming the JSON nesting depth), not a string: kept as
+// text it would pass here, but a later step reading .steps.NAME.body
+// would find a string where the service sent an object, and the step would
+// claim a success it did not have. Checking the depth first also spares
+// the decoder a document built to exhaust it.
+func decodeBody(contentType string, b []byte) (any, error) {
 	if len(b) > 0 && isJSONType(contentType) {
+		if err := job.CheckDepth(b, maxBodyDepth); err != nil {
+			return nil, err
+		}
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.UseNumber()
 		var v any
 		if err := dec.Decode(&v); err == nil {
 			// Trailing data means it was not one JSON document after all.
 			if _, err := dec.Token(); err == io.EOF {
-				return v
+				return v, nil
 			}
 		}
 	}
-	return string(b)
+	return string(b), nil
 }
 
 func isJSONType(ct string) bool {

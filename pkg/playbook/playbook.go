@@ -35,6 +35,14 @@
 // An http step that got a disallowed status still has this output. fail has
 // none; its rendered message is the step's error.
 //
+// Every output and every set step's values must fit in the job the store
+// keeps: at most Runner.MaxValueBytes encoded, nested at most
+// job.MaxValueDepth deep, numbers within float64 range. A step that would
+// produce more fails, its error naming the limit, and what it produced is
+// dropped (a set changes nothing). An http body that is JSON nested too
+// deeply fails the step the same way, keeping status and headers: as text
+// it would mislead the steps that read it as an object.
+//
 // # Failure
 //
 // The job fails at the first failed step unless that step has

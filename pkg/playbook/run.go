@@ -17,6 +17,19 @@ const (
 	DefaultMaxResponseBytes = 1 << 20
 	// DefaultRequestTimeout bounds an http step that sets no timeout.
 	DefaultRequestTimeout = 30 * time.Second
+	// DefaultMaxValueBytes caps the encoded size of one step's output and
+	// of the values one set step merges into the context. It leaves room
+	// for several such steps in a job of the default jobs.max_job_bytes
+	// (16 MiB), and for a full-size http body (1 MiB) even when escaping
+	// makes its JSON several times longer.
+	DefaultMaxValueBytes = 4 << 20
+)
+
+// Names of the limits a step's output or set values can break, as the
+// failed step's error names them.
+const (
+	LimitOutputBytes = "step output bytes"
+	LimitSetBytes    = "set value bytes"
 )
 
 // defaultClient keeps net/http's behaviour: up to 10 redirects, and
@@ -36,6 +49,12 @@ type Runner struct {
 	// DefaultHTTPTimeout bounds an http step that has no timeout param.
 	// Zero means DefaultRequestTimeout.
 	DefaultHTTPTimeout time.Duration
+	// MaxValueBytes caps the encoded size of a step's output and of a set
+	// step's values; a step that would produce more fails, naming the
+	// limit. Zero means DefaultMaxValueBytes. The store still bounds the
+	// whole job (jobs.max_job_bytes); this fails the step that produced
+	// the excess, where it can be named, before the job is refused.
+	MaxValueBytes int
 }
 
 func (r *Runner) client() *http.Client {
@@ -50,6 +69,13 @@ func (r *Runner) maxResponseBytes() int64 {
 		return r.MaxResponseBytes
 	}
 	return DefaultMaxResponseBytes
+}
+
+func (r *Runner) maxValueBytes() int {
+	if r.MaxValueBytes > 0 {
+		return r.MaxValueBytes
+	}
+	return DefaultMaxValueBytes
 }
 
 func (r *Runner) httpTimeout() time.Duration {
@@ -109,9 +135,14 @@ func (r *Runner) Run(ctx context.Context, steps []job.Step, jobCtx map[string]an
 			return fmt.Errorf("run stopped before step %q: %w", s.Name, interruption(ctx))
 		}
 		started := now()
-		oc, err := r.exec(ctx, s, data)
+		oc, err := r.bound(r.exec(ctx, s, data))
 		res := job.Result{Step: s.Name, Action: s.Action, Status: job.StepOK, Output: oc.output, StartedAt: started}
+		// A wall clock stepped back during the step must not record it
+		// as ending before it started: the store would refuse the result.
 		done := now()
+		if done.Before(started) {
+			done = started
+		}
 		res.CompletedAt = &done
 
 		if err != nil && ctx.Err() != nil {
@@ -156,6 +187,34 @@ func (r *Runner) skipRest(rest []job.Step, failed string, cur map[string]any,
 		}
 	}
 	return failure
+}
+
+// bound fails a step whose output or set values the store could not keep
+// (too large for MaxValueBytes, nested too deeply, a number beyond float64)
+// and drops them, so the job records a failed step that names the limit
+// instead of a change the store refuses or could not read back.
+func (r *Runner) bound(oc outcome, err error) (outcome, error) {
+	if oc.output != nil {
+		if lerr := job.CheckValue(oc.output, LimitOutputBytes, r.maxValueBytes()); lerr != nil {
+			oc.output = nil
+			err = keptError(err, "step output not kept", lerr)
+		}
+	}
+	if oc.set != nil {
+		if lerr := job.CheckValue(oc.set, LimitSetBytes, r.maxValueBytes()); lerr != nil {
+			oc.set = nil
+			err = keptError(err, "values not set", lerr)
+		}
+	}
+	return oc, err
+}
+
+// keptError adds what was dropped to the step's own error, if it had one.
+func keptError(err error, what string, lerr error) error {
+	if err == nil {
+		return fmt.Errorf("%s: %w", what, lerr)
+	}
+	return fmt.Errorf("%w; %s: %w", err, what, lerr)
 }
 
 // exec runs one step under its timeout. A timeout of the step's own
