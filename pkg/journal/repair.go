@@ -33,7 +33,8 @@ func Repair(fs fsys.FS, path string, scan *Scan, now time.Time) (aside string, e
 	if len(scan.Damage) == 0 && scan.Version != 1 {
 		return "", nil
 	}
-	truncate := scan.Torn() && scan.Version != 1
+	// Cutting is enough only when everything before the tear is intact.
+	truncate := scan.Torn() && scan.Version != 1 && scan.Damage[0].Offset == scan.Good
 	if !truncate {
 		for _, e := range scan.Entries {
 			if err := e.Change.check(); err != nil {
