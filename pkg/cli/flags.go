@@ -63,7 +63,8 @@ func parseOlderThan(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// checkLimit checks --limit.
+// checkLimit refuses a negative --limit, which the store would take as no
+// limit at all.
 func checkLimit(n int) error {
 	if n < 0 {
 		return usageErrorf("invalid --limit %d: give 0 for all jobs or a positive number", n)
