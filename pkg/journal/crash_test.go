@@ -24,7 +24,7 @@ func crashScenario(fs *crashfs.FS, path string) (acked []int, covered int) {
 	for i := range 10 {
 		if i == 6 {
 			covered = len(acked)
-			w.Cut(w.Size())
+			w.Cut(w.Position())
 		}
 		size := 50 + i*700
 		if i == 3 {

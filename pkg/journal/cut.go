@@ -10,8 +10,9 @@ import (
 	"github.com/secauto/secauto/pkg/fsys"
 )
 
-// Cut replaces the journal with its header plus the bytes after offset
-// mark: everything written after a snapshot that covers [0, mark). It is
+// Cut replaces the journal with its header plus the bytes after Position
+// mark: everything written after a snapshot that covers the journal up to
+// mark. It is
 // atomic: the new file is complete and durable before it replaces the old
 // one, so a crash leaves one or the other. It waits for the batch being
 // written; changes enqueued meanwhile go into the new file. Afterwards
@@ -40,13 +41,14 @@ func (w *Writer) Cut(mark int64) error {
 
 func (w *Writer) cut(mark int64) error {
 	w.mu.Lock()
-	size, err := w.size, w.err
+	size, base, err := w.size, w.base, w.err
 	w.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	if mark < headerLen || mark > size {
-		return fmt.Errorf("journal: cut at %d outside the journal [%d, %d]", mark, headerLen, size)
+	pos := mark
+	if mark = headerLen + pos - base; mark < headerLen || mark > size {
+		return fmt.Errorf("journal: cut at position %d outside the journal [%d, %d]", pos, base, base+size-headerLen)
 	}
 	data := make([]byte, headerLen+size-mark)
 	copy(data, magicV2)
@@ -84,6 +86,7 @@ func (w *Writer) cut(mark int64) error {
 	}
 	w.mu.Lock()
 	w.size = int64(len(data))
+	w.base = pos
 	w.mu.Unlock()
 	return nil
 }

@@ -95,3 +95,6 @@ func (c Change) check() error {
 	}
 	return nil
 }
+
+// HeaderSize is the length of an empty journal: its header alone.
+const HeaderSize = headerLen

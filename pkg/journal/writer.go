@@ -18,8 +18,9 @@ type Options struct {
 	// journal order, with the user values of the batch's changes (in the
 	// order they were enqueued) and the batch's error (nil once durable),
 	// before any waiter of that batch is woken: the store makes the
-	// changes visible there. It must not call the Writer.
-	OnCommit func(users []any, err error)
+	// changes visible there. end is the Position just after the batch. It
+	// must not call the Writer.
+	OnCommit func(users []any, end int64, err error)
 	// OnSync is called after each fsync of a batch with how long its write
 	// and fsync took and how many changes it held (metrics).
 	OnSync func(d time.Duration, changes int)
@@ -48,6 +49,9 @@ type Writer struct {
 	cur     *batch
 	cuts    []*cutReq
 	size    int64 // durable length, raised after OnCommit
+	// base is the Position of the first byte after the header: positions
+	// count every byte ever appended, so they survive a Cut unchanged.
+	base    int64
 	err     error // set once the writer refuses everything
 	closing bool
 
@@ -97,7 +101,7 @@ func OpenWriter(fs fsys.FS, path string, size int64, o Options) (*Writer, error)
 	w := &Writer{
 		fs: fs, path: path, o: o, max: max,
 		kick: make(chan struct{}, 1), exit: make(chan struct{}),
-		size: size, f: f,
+		size: size, base: headerLen, f: f,
 	}
 	go w.loop()
 	return w, nil
@@ -224,6 +228,16 @@ func (w *Writer) Size() int64 {
 	return w.size
 }
 
+// Position is the durable end of the journal counted in bytes ever
+// appended, a point that a Cut does not move: a snapshot taken at Position
+// P is cut with Cut(P) however many cuts happened meanwhile. Until the
+// first Cut it equals Size.
+func (w *Writer) Position() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.base + w.size - headerLen
+}
+
 // Err returns nil, or the error after which the writer refuses everything:
 // a failed fsync (the file's state is then unknown) or a failed write it
 // could not undo.
@@ -287,13 +301,13 @@ func (w *Writer) loop() {
 
 func (w *Writer) write(b *batch) {
 	w.mu.Lock()
-	err, size := w.err, w.size
+	err, size, base := w.err, w.size, w.base
 	w.mu.Unlock()
 	if err == nil {
 		err = w.writeSync(b, size)
 	}
 	if w.o.OnCommit != nil {
-		w.o.OnCommit(b.users, err)
+		w.o.OnCommit(b.users, base+size+int64(len(b.buf))-headerLen, err)
 	}
 	if err == nil {
 		w.mu.Lock()

@@ -106,7 +106,7 @@ func TestGroupCommit(t *testing.T) {
 		order     []string
 	)
 	w, err := OpenWriter(ffs, path, 0, Options{
-		OnCommit: func(users []any, err error) {
+		OnCommit: func(users []any, _ int64, err error) {
 			if err != nil {
 				t.Errorf("batch failed: %v", err)
 			}
@@ -167,7 +167,7 @@ func TestNoSpace(t *testing.T) {
 	path := journalPath(t)
 	ffs := newFaultFS()
 	var commits []error
-	w, err := OpenWriter(ffs, path, 0, Options{OnCommit: func(_ []any, err error) { commits = append(commits, err) }})
+	w, err := OpenWriter(ffs, path, 0, Options{OnCommit: func(_ []any, _ int64, err error) { commits = append(commits, err) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestFailedSyncPoisons(t *testing.T) {
 	path := journalPath(t)
 	ffs := newFaultFS()
 	var commits []error
-	w, err := OpenWriter(ffs, path, 0, Options{OnCommit: func(_ []any, err error) { commits = append(commits, err) }})
+	w, err := OpenWriter(ffs, path, 0, Options{OnCommit: func(_ []any, _ int64, err error) { commits = append(commits, err) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestCut(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mark := w.Size()
+	mark := w.Position()
 	for i := 10; i < 15; i++ {
 		if err := w.Append(job(i, 50)); err != nil {
 			t.Fatal(err)
@@ -261,7 +261,7 @@ func TestCut(t *testing.T) {
 	}
 
 	// Appends racing a cut all survive it.
-	mark = w.Size()
+	mark = w.Position()
 	var wg sync.WaitGroup
 	started := make(chan struct{})
 	for g := range 8 {
@@ -296,7 +296,7 @@ func TestCut(t *testing.T) {
 	if s.Good != w.Size() {
 		t.Fatalf("file %d bytes, writer %d", s.Good, w.Size())
 	}
-	if err := w.Cut(w.Size() + 1); err == nil {
+	if err := w.Cut(w.Position() + 1); err == nil {
 		t.Fatal("cut past the end accepted")
 	}
 }
