@@ -10,36 +10,59 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/secauto/secauto/pkg/fsys"
 )
 
-const checksumSuffix = ".sha256"
+// Backup files are jobs.json.backup.YYYYMMDD-HHMMSS[.gz] with a .sha256
+// sidecar in the format `sha256sum -c` reads. The name rule lives here
+// only; the daemon and the command line call BackupName and
+// ParseBackupName instead of rebuilding it.
+const (
+	backupPrefix   = SnapshotFile + ".backup."
+	checksumSuffix = ".sha256"
+)
+
+// BackupName is the file name of a backup stamped t (UTC, to the second).
+func BackupName(t time.Time, compressed bool) string {
+	name := backupPrefix + t.UTC().Format(stampLayout)
+	if compressed {
+		name += ".gz"
+	}
+	return name
+}
+
+// ParseBackupName reports whether name (a base name) is a backup's, and its
+// stamp.
+func ParseBackupName(name string) (time.Time, bool) {
+	rest, ok := strings.CutPrefix(name, backupPrefix)
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(stampLayout, strings.TrimSuffix(rest, ".gz"))
+	return t, err == nil
+}
 
 // Backup writes a complete snapshot of the durable jobs, as of one moment,
-// to jobs.json.backup.YYYYMMDD-HHMMSS (gzipped with .gz when asked) with a
-// .sha256 sidecar that `sha256sum -c` reads, then removes the oldest
-// backups beyond o.Keep.
+// with its .sha256 sidecar, then removes the oldest backups beyond o.Keep.
 func (s *Store) Backup(o BackupOptions) (*BackupResult, error) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	items := s.itemsLocked()
-	s.mu.Unlock()
-	if s.readOnly {
+	if s.w == nil {
 		return nil, ErrReadOnly
 	}
-	res, err := writeBackup(s.dir, items, o, s.opts.Now())
+	res, err := s.files.writeBackup(s.idx.view().items, o, s.opts.Now())
 	if err != nil {
 		return nil, err
 	}
 	if o.Keep > 0 {
-		res.Removed, err = pruneBackups(s.dir, o.Keep)
+		res.Removed, err = s.files.pruneBackups(o.Keep)
 		if err != nil {
 			return res, fmt.Errorf("backup %s written, but removing old backups failed: %w", res.Path, err)
 		}
@@ -48,134 +71,172 @@ func (s *Store) Backup(o BackupOptions) (*BackupResult, error) {
 	return res, nil
 }
 
-func writeBackup(dir string, items []keyed, o BackupOptions, now time.Time) (*BackupResult, error) {
-	suffix := ""
-	if o.Compress {
-		suffix = ".gz"
-	}
-	base := filepath.Join(dir, backupPrefix)
-	path := freeStampedPath(base, suffix, now, "", ".gz")
+// writeBackup writes the backup to a temp file, then its sidecar, then
+// renames the backup into place: a crash at any point leaves either no
+// backup (a temp file and perhaps a sidecar of nothing, both cleaned at the
+// next open) or a backup whose checksum verifies. Backups are written one at
+// a time, so two in the same second get two names.
+func (f *files) writeBackup(items []keyed, o BackupOptions, now time.Time) (*BackupResult, error) {
+	f.backupMu.Lock()
+	defer f.backupMu.Unlock()
+	path := f.freeBackupPath(now, o.Compress)
 	sum := sha256.New()
-	var size int64
-	err := writeFileAtomic(path, func(w io.Writer) error {
-		cw := &countWriter{w: io.MultiWriter(w, sum)}
-		if !o.Compress {
-			return writeSnapshot(cw, items, o.Progress)
-		}
-		zw := gzip.NewWriter(cw)
-		if err := writeSnapshot(zw, items, o.Progress); err != nil {
-			return err
-		}
-		err := zw.Close()
-		size = cw.n
-		return err
-	})
+	tmp, err := f.fs.OpenFile(path+".tmp-"+randomSuffix(), createFlags, fileMode)
 	if err != nil {
 		return nil, fmt.Errorf("write backup %s: %w", path, err)
 	}
-	if !o.Compress {
-		if st, err := os.Stat(path); err == nil {
-			size = st.Size()
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			f.fs.Remove(tmp.Name())
 		}
+	}()
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	cw := &countWriter{w: io.MultiWriter(bw, sum)}
+	if o.Compress {
+		zw := gzip.NewWriter(cw)
+		if err = writeSnapshot(zw, items, o.Progress, nil); err == nil {
+			err = zw.Close()
+		}
+	} else {
+		err = writeSnapshot(cw, items, o.Progress, nil)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if err == nil {
+		err = tmp.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write backup %s: %w", path, err)
 	}
 	hexsum := hex.EncodeToString(sum.Sum(nil))
 	line := fmt.Sprintf("%s  %s\n", hexsum, filepath.Base(path))
-	err = writeFileAtomic(path+checksumSuffix, func(w io.Writer) error {
+	err = fsys.WriteFileAtomic(f.fs, path+checksumSuffix, fileMode, func(w io.Writer) error {
 		_, err := io.WriteString(w, line)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("write checksum of %s: %w", path, err)
 	}
-	return &BackupResult{Path: path, Jobs: len(items), SHA256: hexsum, Size: size}, nil
+	if err := f.fs.Rename(tmp.Name(), path); err != nil {
+		f.fs.Remove(path + checksumSuffix)
+		return nil, fmt.Errorf("write backup %s: %w", path, err)
+	}
+	done = true
+	if err := f.fs.SyncDir(f.dir); err != nil {
+		return nil, fmt.Errorf("write backup %s: %w", path, err)
+	}
+	return &BackupResult{Path: path, Jobs: len(items), SHA256: hexsum, Size: cw.n}, nil
+}
+
+// freeBackupPath is the backup path for the first second at or after now
+// whose name (and .gz twin, and their sidecars) is not taken.
+func (f *files) freeBackupPath(now time.Time, compress bool) string {
+	t := now.UTC().Truncate(time.Second)
+	for {
+		plain := filepath.Join(f.dir, BackupName(t, false))
+		gz := filepath.Join(f.dir, BackupName(t, true))
+		if !fsys.Exists(f.fs, plain) && !fsys.Exists(f.fs, gz) &&
+			!fsys.Exists(f.fs, plain+checksumSuffix) && !fsys.Exists(f.fs, gz+checksumSuffix) {
+			if compress {
+				return gz
+			}
+			return plain
+		}
+		t = t.Add(time.Second)
+	}
 }
 
 // backupPaths lists dir's backups, newest first.
-func backupPaths(dir string) ([]string, error) {
-	ents, err := os.ReadDir(dir)
+func backupPaths(fsy fsys.FS, dir string) ([]string, error) {
+	ents, err := fsy.ReadDir(dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
 		return nil, err
 	}
-	var out []string
+	type named struct {
+		path string
+		t    time.Time
+	}
+	var found []named
 	for _, e := range ents {
-		if _, ok := backupTime(e.Name()); ok && e.Type().IsRegular() {
-			out = append(out, filepath.Join(dir, e.Name()))
+		if t, ok := ParseBackupName(e.Name()); ok && e.Type().IsRegular() {
+			found = append(found, named{filepath.Join(dir, e.Name()), t})
 		}
 	}
-	slices.SortFunc(out, func(a, b string) int {
-		ta, _ := backupTime(filepath.Base(a))
-		tb, _ := backupTime(filepath.Base(b))
-		if c := tb.Compare(ta); c != 0 {
+	slices.SortFunc(found, func(a, b named) int {
+		if c := b.t.Compare(a.t); c != 0 {
 			return c
 		}
-		return strings.Compare(b, a)
+		return strings.Compare(b.path, a.path)
 	})
+	out := make([]string, len(found))
+	for i, n := range found {
+		out[i] = n.path
+	}
 	return out, nil
 }
 
-// backupTime parses the stamp out of a backup's file name.
-func backupTime(name string) (time.Time, bool) {
-	rest, ok := strings.CutPrefix(name, backupPrefix)
-	if !ok {
-		return time.Time{}, false
-	}
-	rest = strings.TrimSuffix(rest, ".gz")
-	t, err := time.Parse(stampLayout, rest)
-	return t, err == nil
-}
-
-func pruneBackups(dir string, keep int) ([]string, error) {
-	paths, err := backupPaths(dir)
+func (f *files) pruneBackups(keep int) ([]string, error) {
+	f.backupMu.Lock()
+	defer f.backupMu.Unlock()
+	paths, err := backupPaths(f.fs, f.dir)
 	if err != nil || len(paths) <= keep {
 		return nil, err
 	}
 	var removed []string
 	for _, p := range paths[keep:] {
-		if err := os.Remove(p); err != nil {
+		// The sidecar goes last: a backup is never left without one.
+		if err := f.fs.Remove(p); err != nil {
 			return removed, err
 		}
-		os.Remove(p + checksumSuffix)
+		f.fs.Remove(p + checksumSuffix)
 		removed = append(removed, p)
 	}
-	return removed, syncDir(dir)
+	return removed, f.fs.SyncDir(f.dir)
 }
 
 // readBackup checks a backup's checksum (required when requireSum, else
 // checked only if the sidecar exists) and content, and returns its jobs and
-// its uncompressed bytes.
-func readBackup(path string, requireSum bool) (map[string]*entry, []byte, error) {
-	data, err := os.ReadFile(path)
+// its uncompressed size.
+func readBackup(fsy fsys.FS, path string, requireSum bool) (map[string]*entry, int64, error) {
+	data, err := fsy.ReadFile(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, err
 	}
-	if err := checkSum(path, data, requireSum); err != nil {
-		return nil, nil, err
+	if err := checkSum(fsy, path, data, requireSum); err != nil {
+		return nil, 0, err
 	}
 	if bytes.HasPrefix(data, []byte{0x1f, 0x8b}) {
 		zr, err := gzip.NewReader(bytes.NewReader(data))
 		if err != nil {
-			return nil, nil, fmt.Errorf("not a valid gzip file: %w", err)
+			return nil, 0, fmt.Errorf("not a valid gzip file: %w", err)
 		}
 		data, err = io.ReadAll(bufio.NewReader(zr))
 		if err != nil {
-			return nil, nil, fmt.Errorf("not a valid gzip file: %w", err)
+			return nil, 0, fmt.Errorf("not a valid gzip file: %w", err)
 		}
 	}
-	jobs, problems, err := decodeSnapshot(data)
+	// A backup may come from anywhere: check every job in full.
+	jobs, problems, err := decodeSnapshot(data, true)
 	if err != nil {
-		return nil, nil, fmt.Errorf("not a jobs.json snapshot: %w", err)
+		return nil, 0, fmt.Errorf("not a jobs.json snapshot: %w", err)
 	}
 	if len(problems) > 0 {
-		return nil, nil, fmt.Errorf("job %s: %w (%d bad jobs)", problems[0].id, problems[0].err, len(problems))
+		return nil, 0, fmt.Errorf("job %s: %w (%d bad jobs)", problems[0].id, problems[0].err, len(problems))
 	}
-	return jobs, data, nil
+	return jobs, int64(len(data)), nil
 }
 
-func checkSum(path string, data []byte, required bool) error {
-	side, err := os.ReadFile(path + checksumSuffix)
+func checkSum(fsy fsys.FS, path string, data []byte, required bool) error {
+	side, err := fsy.ReadFile(path + checksumSuffix)
 	if errors.Is(err, fs.ErrNotExist) {
 		if required {
 			return fmt.Errorf("checksum file %s is missing", filepath.Base(path)+checksumSuffix)
@@ -197,111 +258,73 @@ func checkSum(path string, data []byte, required bool) error {
 	return nil
 }
 
+// newestGoodBackup returns the newest backup whose checksum and content
+// verify, with its jobs and uncompressed size.
+func newestGoodBackup(fsy fsys.FS, dir string, log *slog.Logger) (string, map[string]*entry, int64) {
+	paths, _ := backupPaths(fsy, dir)
+	for _, p := range paths {
+		jobs, size, err := readBackup(fsy, p, true)
+		if err != nil {
+			log.Warn("backup skipped", "file", p, "reason", err.Error())
+			continue
+		}
+		return p, jobs, size
+	}
+	return "", nil, 0
+}
+
 // VerifyBackup checks a backup's .sha256 sidecar and content, and returns
 // how many jobs it holds.
 func VerifyBackup(path string) (int, error) {
-	jobs, _, err := readBackup(path, true)
-	if err != nil {
-		return 0, err
-	}
-	return len(jobs), nil
+	jobs, _, err := readBackup(fsys.OS, path, true)
+	return len(jobs), err
 }
 
-// ListBackups describes dir's backups, newest first, each verified.
+// ListBackups describes dir's backups, newest first, each verified. A
+// backup removed while it is being listed (a daemon pruning old ones) is
+// left out, not reported.
 func ListBackups(dir string) ([]BackupInfo, error) {
-	paths, err := backupPaths(dir)
+	return listBackups(fsys.OS, dir)
+}
+
+func listBackups(fsy fsys.FS, dir string) ([]BackupInfo, error) {
+	paths, err := backupPaths(fsy, dir)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]BackupInfo, len(paths))
+	gone := make([]bool, len(paths))
 	forEachParallel(len(paths), func(i int) {
 		p := paths[i]
-		t, _ := backupTime(filepath.Base(p))
+		t, _ := ParseBackupName(filepath.Base(p))
 		info := BackupInfo{Path: p, Time: t, Compressed: strings.HasSuffix(p, ".gz")}
-		if st, err := os.Stat(p); err == nil {
+		st, err := fsy.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			gone[i] = true
+			return
+		}
+		if err == nil {
 			info.Size = st.Size()
 		}
-		n, err := VerifyBackup(p)
-		if err != nil {
+		jobs, _, err := readBackup(fsy, p, true)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && !fsys.Exists(fsy, p):
+			gone[i] = true
+		case err != nil:
 			info.Problem = err.Error()
-		} else {
+		default:
 			info.Verified = true
-			info.Jobs = n
+			info.Jobs = len(jobs)
 		}
 		out[i] = info
 	})
-	return out, nil
-}
-
-// Restore replaces every job with those of the backup at path. It verifies
-// the file first (its checksum when a .sha256 sidecar is beside it, and its
-// content), writes a safety backup of the current state, and swaps the
-// store in place with a fresh journal so no older record can replay over
-// the restored jobs.
-func (s *Store) Restore(path string, o BackupOptions) (*RestoreResult, error) {
-	if s.readOnly {
-		return nil, ErrReadOnly
-	}
-	jobs, data, err := readBackup(path, false)
-	if err != nil {
-		return nil, fmt.Errorf("%s cannot be restored: %w", path, err)
-	}
-	var res *RestoreResult
-	err = s.exclusive(func() error {
-		s.snapMu.Lock()
-		defer s.snapMu.Unlock()
-		s.mu.Lock()
-		items := s.itemsLocked()
-		s.mu.Unlock()
-		safety, err := writeBackup(s.dir, items, BackupOptions{Compress: o.Compress, Progress: o.Progress}, s.opts.Now())
-		if err != nil {
-			return fmt.Errorf("safety backup failed, nothing was restored: %w", err)
-		}
-		// Fold the journal into jobs.json first, so that from here on the
-		// journal is empty and a crash leaves either the old or the restored
-		// jobs, never a mix.
-		s.mu.Lock()
-		s.dirty = true
-		s.mu.Unlock()
-		if err := s.compactLocked(); err != nil {
-			return err
-		}
-		s.jmu.Lock()
-		defer s.jmu.Unlock()
-		s.mu.Lock()
-		empty := s.jsize == int64(len(journalMagic))
-		s.mu.Unlock()
-		if !empty {
-			return errors.New("the journal could not be emptied before the restore; nothing was restored")
-		}
-		items = items[:0]
-		for id, e := range jobs {
-			items = append(items, keyed{id, e})
-		}
-		if _, err := writeJobsFile(s.dir, func(w io.Writer) error { return writeSnapshot(w, items, o.Progress) }); err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
-		s.mu.Lock()
-		s.jobs = jobs
-		clear(s.counts)
-		for _, e := range jobs {
-			s.counts[e.status]++
-		}
-		s.snapBytes = int64(len(data))
-		s.mu.Unlock()
-		res = &RestoreResult{RestoredJobs: len(jobs), SafetyBackup: safety.Path}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if o.Keep > 0 {
-		if _, err := pruneBackups(s.dir, o.Keep); err != nil {
-			s.log.Warn("removing old backups failed", "err", err.Error())
+	kept := out[:0]
+	for i, info := range out {
+		if !gone[i] {
+			kept = append(kept, info)
 		}
 	}
-	s.log.Debug("store restored", "from", path, "jobs", res.RestoredJobs, "safety_backup", res.SafetyBackup)
-	return res, nil
+	return kept, nil
 }
 
 // CheckRestoreFile verifies a file offered to Restore, as Restore will: its
@@ -309,8 +332,8 @@ func (s *Store) Restore(path string, o BackupOptions) (*RestoreResult, error) {
 // operator's own copy of jobs.json has none). It reports whether a checksum
 // was checked.
 func CheckRestoreFile(path string) (jobs int, checksummed bool, err error) {
-	_, serr := os.Stat(path + checksumSuffix)
-	j, _, err := readBackup(path, false)
+	_, serr := fsys.OS.Stat(path + checksumSuffix)
+	j, _, err := readBackup(fsys.OS, path, false)
 	if err != nil {
 		return 0, false, err
 	}

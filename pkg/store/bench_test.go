@@ -88,7 +88,7 @@ func writeFixture(b *testing.B, dir string, n int) (int64, []string) {
 		j.Status = job.Completed
 		j.StartedAt = &j.CreatedAt
 		j.CompletedAt = &j.CreatedAt
-		e, err := encodeJob(j)
+		e, err := encodeJob(j, DefaultMaxJobBytes)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -104,7 +104,7 @@ func writeFixture(b *testing.B, dir string, n int) (int64, []string) {
 		b.Fatal(err)
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	if err := writeSnapshot(w, items, nil); err != nil {
+	if err := writeSnapshot(w, items, nil, nil); err != nil {
 		b.Fatal(err)
 	}
 	w.Flush()

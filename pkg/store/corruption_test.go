@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/journal"
 )
 
 // copyDir copies a data directory's regular files.
@@ -76,28 +77,31 @@ func journalFixture(t *testing.T) (string, []int64, []map[string]job.Status) {
 	abandon(s)
 
 	data, _ := os.ReadFile(filepath.Join(dir, JournalFile))
-	bounds := []int64{int64(len(journalMagic))}
+	scan := journal.Decode(data)
+	bounds := []int64{int64(journal.HeaderSize)}
 	states := []map[string]job.Status{{}}
 	cur := map[string]job.Status{}
-	off := int64(len(journalMagic))
-	_, jerr := scanJournal(data, func(kind byte, body []byte) error {
-		if kind == recDelete {
-			delete(cur, string(body))
-			off += int64(recHeaderSize + 1 + len(body))
-		} else {
-			id, e, err := decodeEntry(body)
-			if err != nil {
-				return err
+	for i, e := range scan.Entries {
+		for _, r := range e.Change {
+			if r.Kind == journal.DeleteJob {
+				delete(cur, r.Key)
+				continue
 			}
-			cur[id] = e.status
-			off += int64(recHeaderSize + 1 + len(body))
+			_, en, err := decodeEntry(r.Value, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cur[r.Key] = en.status
 		}
-		bounds = append(bounds, off)
+		end := int64(len(data))
+		if i+1 < len(scan.Entries) {
+			end = scan.Entries[i+1].Offset
+		}
+		bounds = append(bounds, end)
 		states = append(states, cloneState(cur))
-		return nil
-	})
-	if jerr != nil || off != int64(len(data)) || len(bounds) != 7 {
-		t.Fatalf("fixture journal: %v, %d of %d bytes, %d records", jerr, off, len(data), len(bounds)-1)
+	}
+	if len(scan.Damage) > 0 || len(bounds) != 7 {
+		t.Fatalf("fixture journal: %v, %d records", scan.Damage, len(bounds)-1)
 	}
 	return dir, bounds, states
 }
@@ -148,12 +152,32 @@ func TestJournalCutAtEveryByte(t *testing.T) {
 	}
 }
 
-// TestJournalFlippedByte flips one byte inside each record in turn: the
-// records before it survive, the rest is cut and kept.
+// TestJournalFlippedByte flips one byte inside each record in turn: that
+// record is lost, every other one, those after it too, survives, and the
+// damaged bytes are kept aside.
 func TestJournalFlippedByte(t *testing.T) {
 	dir, bounds, states := journalFixture(t)
 	full, _ := os.ReadFile(filepath.Join(dir, JournalFile))
+	scan := journal.Decode(full)
 	for k := 0; k+1 < len(bounds); k++ {
+		// The state with record k skipped.
+		want := map[string]job.Status{}
+		for i, e := range scan.Entries {
+			if i == k {
+				continue
+			}
+			for _, r := range e.Change {
+				if r.Kind == journal.DeleteJob {
+					delete(want, r.Key)
+					continue
+				}
+				_, en, _ := decodeEntry(r.Value, true)
+				want[r.Key] = en.status
+			}
+		}
+		if k == len(bounds)-2 {
+			want = states[k] // the last record: a torn tail
+		}
 		for _, at := range []int64{bounds[k], bounds[k] + 3, bounds[k] + 5, (bounds[k] + bounds[k+1]) / 2, bounds[k+1] - 1} {
 			d := copyDir(t, dir)
 			data := slices.Clone(full)
@@ -164,23 +188,27 @@ func TestJournalFlippedByte(t *testing.T) {
 				t.Fatalf("flip at %d: verify did not see it: %+v", at, v)
 			}
 			s := openT(t, d)
-			if got := state(t, s); !sameState(got, states[k]) {
-				t.Fatalf("flip at %d (record %d): state %v, want %v", at, k, got, states[k])
+			if got := state(t, s); !sameState(got, want) {
+				t.Fatalf("flip at %d (record %d): state %v, want %v", at, k, got, want)
 			}
-			if s.Report().JournalTruncatedBytes != int64(len(full))-bounds[k] {
-				t.Fatalf("flip at %d: truncated %d", at, s.Report().JournalTruncatedBytes)
+			if n := s.Report().JournalTruncatedBytes; n <= 0 || n > int64(len(full))-bounds[k] {
+				t.Fatalf("flip at %d: %d bytes cut", at, n)
 			}
 			s.Close()
+			if v, _ := Verify(d); !v.OK {
+				t.Fatalf("flip at %d: verify after repair: %+v", at, v)
+			}
 		}
 	}
-	// A header that is not ours: the whole file is kept aside.
+	// A damaged header costs the header only: the records after it are
+	// found and kept.
 	d := copyDir(t, dir)
 	data := slices.Clone(full)
 	data[0] = 'X'
 	os.WriteFile(filepath.Join(d, JournalFile), data, 0o600)
 	s := openT(t, d)
-	if len(state(t, s)) != 0 || s.Report().JournalTruncatedBytes != int64(len(full)) {
-		t.Fatalf("bad header: %+v", s.Report())
+	if got := state(t, s); !sameState(got, states[len(states)-1]) || s.Report().JournalTruncatedBytes != int64(journal.HeaderSize) {
+		t.Fatalf("bad header: %v, %+v", got, s.Report())
 	}
 	s.Close()
 }
@@ -226,6 +254,7 @@ func flipByte(t *testing.T, path string, at float64) {
 	}
 }
 
+// A jobs.json that does not parse is replaced by the newest verified backup.
 func TestCorruptSnapshotRestoresNewestVerifiedBackup(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -241,8 +270,11 @@ func TestCorruptSnapshotRestoresNewestVerifiedBackup(t *testing.T) {
 			if tc.breakB2 {
 				flipByte(t, backups[1], 0.5)
 			}
+			// Cut short, jobs.json no longer parses: the whole file is
+			// replaced by the newest verified backup.
 			spath := filepath.Join(dir, SnapshotFile)
-			flipByte(t, spath, 0.3)
+			data, _ := os.ReadFile(spath)
+			os.WriteFile(spath, data[:len(data)*3/10], 0o600)
 			corrupt, _ := os.ReadFile(spath)
 			s := openT(t, dir)
 			rep := s.Report()
@@ -279,18 +311,16 @@ func TestCorruptSnapshotRestoresNewestVerifiedBackup(t *testing.T) {
 	}
 }
 
+// A jobs.json that does not parse, with no backup to replace it, is a
+// clear error that changes nothing.
 func TestCorruptSnapshotWithoutBackupIsAClearError(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		write func(path string)
 	}{
-		{"flipped byte", func(p string) { flipByte(t, p, 0.4) }},
 		{"truncated", func(p string) { data, _ := os.ReadFile(p); os.WriteFile(p, data[:len(data)/2], 0o600) }},
-		{"bad status", func(p string) {
-			data, _ := os.ReadFile(p)
-			os.WriteFile(p, bytes.Replace(data, []byte(`"pending"`), []byte(`"paused"`), 1), 0o600)
-		}},
 		{"not an object", func(p string) { os.WriteFile(p, []byte(`[1,2,3]`), 0o600) }},
+		{"no closing brace", func(p string) { data, _ := os.ReadFile(p); os.WriteFile(p, data[:len(data)-3], 0o600) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
@@ -323,24 +353,67 @@ func TestCorruptSnapshotWithoutBackupIsAClearError(t *testing.T) {
 	}
 }
 
+// A jobs.json that parses but holds a broken job keeps every other job, with
+// no backup too: the broken one is reported lost.
+func TestBrokenJobWithoutBackupCostsThatJobOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		write func(path string)
+	}{
+		{"flipped byte", func(p string) {
+			data, _ := os.ReadFile(p)
+			flipByte(t, p, (float64(bytes.Index(data, []byte("hello 1")))+2.5)/float64(len(data)))
+		}},
+		{"bad status", func(p string) {
+			data, _ := os.ReadFile(p)
+			os.WriteFile(p, bytes.Replace(data, []byte(`"pending"`), []byte(`"paused"`), 1), 0o600)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			s := openT(t, dir)
+			a := mustCreate(t, s, newJob(1))
+			b := mustCreate(t, s, newJob(2))
+			s.Close()
+			tc.write(filepath.Join(dir, SnapshotFile))
+			if v, _ := Verify(dir); v.OK || v.Problems[0].File != filepath.Join(dir, SnapshotFile) {
+				t.Fatalf("verify: %+v", v)
+			}
+			s = openT(t, dir)
+			defer s.Close()
+			got := state(t, s)
+			if _, ok := got[a.ID]; ok || got[b.ID] != job.Pending {
+				t.Fatalf("state %v: want only %s", got, b.ID)
+			}
+			if rep := s.Report(); !slices.Equal(rep.LostJobs, []string{a.ID}) || rep.SnapshotCorruptPath == "" {
+				t.Fatalf("report: %+v", rep)
+			}
+		})
+	}
+}
+
 // A bit flipped inside a string keeps jobs.json valid JSON; the recorded
-// checksum still catches it.
+// checksums still catch it, and only the job it hit is taken from the
+// backup.
 func TestSnapshotRotInsideAStringIsCaught(t *testing.T) {
 	dir, ids, backups := snapshotFixture(t)
 	spath := filepath.Join(dir, SnapshotFile)
 	data, _ := os.ReadFile(spath)
 	at := bytes.Index(data, []byte("10.0.0.1"))
-	flipByte(t, spath, float64(at)/float64(len(data)))
+	flipByte(t, spath, (float64(at)+0.5)/float64(len(data)))
 	if v, _ := Verify(dir); v.OK || !strings.Contains(v.Problems[0].Message, "checksum") {
 		t.Fatalf("verify: %+v", v)
 	}
 	s := openT(t, dir)
 	defer s.Close()
-	if s.Report().RestoredFrom != backups[1] {
-		t.Fatalf("rot not caught: %+v", s.Report())
+	if rep := s.Report(); rep.RestoredFrom != backups[1] || !slices.Equal(rep.RestoredJobs, []string{ids[0]}) {
+		t.Fatalf("rot not caught: %+v", rep)
 	}
 	if j, err := s.Get(ids[0]); err != nil || j.Context["host"] != "10.0.0.1" {
 		t.Fatalf("job after restore: %+v %v", j, err)
+	}
+	if got := state(t, s); len(got) != 4 {
+		t.Fatalf("jobs after repair: %v", got)
 	}
 }
 

@@ -17,10 +17,16 @@ import (
 // lockPatience is how long Open waits for a lock held by someone else.
 const lockPatience = 200 * time.Millisecond
 
+// dirLock is a held secauto.lock.
+type dirLock struct {
+	fl  *flock.Flock
+	dir string
+}
+
 // acquireLock makes this process the directory's only writer and records
 // who it is.
-func (s *Store) acquireLock() error {
-	lpath := s.path(LockFile)
+func acquireLock(dir string, o Owner) (*dirLock, error) {
+	lpath := filepath.Join(dir, LockFile)
 	fl := flock.New(lpath, flock.SetPermissions(fileMode))
 	// Locked probes the lock with a shared lock held for an instant; a
 	// short retry keeps such a probe from turning a writer away.
@@ -31,14 +37,23 @@ func (s *Store) acquireLock() error {
 		ok, err = false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("lock %s: %w", lpath, err)
+		return nil, &DirError{Path: dir, Err: fmt.Errorf("lock %s: %w", lpath, err)}
 	}
 	if !ok {
-		owner, _ := ReadOwner(s.dir)
-		return &LockedError{Path: lpath, Owner: owner}
+		owner, _ := ReadOwner(dir)
+		return nil, &LockedError{Path: lpath, Owner: owner}
 	}
-	s.lock = fl
-	o := s.opts.Owner
+	l := &dirLock{fl: fl, dir: dir}
+	if err := l.writeOwner(fillOwner(o)); err != nil {
+		fl.Unlock()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *dirLock) release() error { return l.fl.Unlock() }
+
+func fillOwner(o Owner) Owner {
 	if o.PID == 0 {
 		o.PID = os.Getpid()
 	}
@@ -48,29 +63,19 @@ func (s *Store) acquireLock() error {
 	if o.StartedAt.IsZero() {
 		o.StartedAt = time.Now().UTC()
 	}
-	if err := s.writeOwner(o); err != nil {
-		fl.Unlock()
-		return err
-	}
-	return nil
+	return o
 }
 
 // SetOwner updates what secauto.lock says about this process, typically the
 // API address once the daemon listens.
 func (s *Store) SetOwner(o Owner) error {
-	if s.readOnly {
+	if s.w == nil {
 		return ErrReadOnly
 	}
-	if o.PID == 0 {
-		o.PID = os.Getpid()
+	if s.lock == nil {
+		return nil
 	}
-	if o.Host == "" {
-		o.Host, _ = os.Hostname()
-	}
-	if o.StartedAt.IsZero() {
-		o.StartedAt = time.Now().UTC()
-	}
-	return s.writeOwner(o)
+	return s.lock.writeOwner(fillOwner(o))
 }
 
 // ownerOffset is where the owner record starts in secauto.lock. On Windows
@@ -80,13 +85,13 @@ const ownerOffset = 1
 
 // writeOwner rewrites the lock file in place: renaming a new file over it
 // would leave the lock on an unlinked inode and let a second writer in.
-func (s *Store) writeOwner(o Owner) error {
+func (l *dirLock) writeOwner(o Owner) error {
 	data, err := json.Marshal(o)
 	if err != nil {
 		return err
 	}
 	data = append(data, '\n')
-	f, err := os.OpenFile(s.path(LockFile), os.O_WRONLY, fileMode)
+	f, err := os.OpenFile(filepath.Join(l.dir, LockFile), os.O_WRONLY, fileMode)
 	if err != nil {
 		return err
 	}

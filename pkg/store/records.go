@@ -1,18 +1,20 @@
 package store
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"maps"
 	"path/filepath"
 	"slices"
-	"strings"
+
+	"github.com/secauto/secauto/pkg/fsys"
 )
 
 // RecordsFile holds the auxiliary records (see Record) as of the last
-// snapshot, as one JSON object keyed by record key.
+// snapshot, checksummed.
 const RecordsFile = "secauto.state.json"
 
 // Record is an auxiliary durable value kept beside the jobs and made
@@ -22,30 +24,6 @@ const RecordsFile = "secauto.state.json"
 type Record struct {
 	Key   string
 	Value json.RawMessage
-}
-
-const (
-	recRecord       byte = 'R'
-	recRecordDelete byte = 'X'
-)
-
-func appendRecordBody(buf []byte, r *Record) []byte {
-	buf = binary.AppendUvarint(buf, uint64(len(r.Key)))
-	buf = append(buf, r.Key...)
-	return append(buf, r.Value...)
-}
-
-func decodeRecordBody(body []byte) (*Record, error) {
-	n, k := binary.Uvarint(body)
-	if k <= 0 || uint64(len(body)-k) < n {
-		return nil, errors.New("record key length out of range")
-	}
-	key := string(body[k : k+int(n)])
-	val := body[k+int(n):]
-	if key == "" || !json.Valid(val) {
-		return nil, fmt.Errorf("record %q does not hold JSON", key)
-	}
-	return &Record{Key: key, Value: val}, nil
 }
 
 // PutRecords stores records (Value nil deletes) durably, all in one write.
@@ -74,27 +52,36 @@ func recordChanges(recs []Record) ([]*change, error) {
 
 // Records returns the durable records whose keys start with prefix,
 // sorted by key.
-func (s *Store) Records(prefix string) []Record {
-	s.mu.Lock()
-	var out []Record
-	for k, v := range s.records {
-		if strings.HasPrefix(k, prefix) {
-			out = append(out, Record{Key: k, Value: v})
-		}
-	}
-	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Key, b.Key) })
-	return out
+func (s *Store) Records(prefix string) []Record { return s.idx.recordsWithPrefix(prefix) }
+
+// The records file is {"crc32c": "…", "records": {KEY: VALUE, …}}, the
+// CRC-32C taken over the exact bytes of the records object, so rot inside a
+// value that still parses is caught. A file without the wrapper (written
+// before it existed) is read as the records object itself.
+type recordsFile struct {
+	CRC32C  string          `json:"crc32c"`
+	Records json.RawMessage `json:"records"`
 }
 
-// readRecordsFile loads the records snapshot; a missing file is empty.
-func readRecordsFile(dir string) (map[string][]byte, error) {
-	data, err := readFileIfExists(filepath.Join(dir, RecordsFile))
+// readRecordsFile loads the records snapshot; a missing file is empty. An
+// error means the file is damaged: its content cannot be trusted.
+func readRecordsFile(fs fsys.FS, dir string) (map[string][]byte, error) {
+	data, err := fsys.ReadFileIfExists(fs, filepath.Join(dir, RecordsFile))
 	if err != nil || data == nil {
 		return map[string][]byte{}, err
 	}
+	var wrap recordsFile
+	if err := json.Unmarshal(data, &wrap); err != nil {
+		return nil, fmt.Errorf("%s does not parse: %w", RecordsFile, err)
+	}
+	body := []byte(wrap.Records)
+	if wrap.CRC32C == "" && wrap.Records == nil {
+		body = data
+	} else if got := fmt.Sprintf("%08x", crc32.Checksum(body, crcTable)); got != wrap.CRC32C {
+		return nil, fmt.Errorf("%s: checksum mismatch (CRC-32C %s, recorded %s): the file changed on disk since secauto wrote it", RecordsFile, got, wrap.CRC32C)
+	}
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(data, &raw); err != nil {
+	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, fmt.Errorf("%s does not parse: %w", RecordsFile, err)
 	}
 	out := make(map[string][]byte, len(raw))
@@ -104,25 +91,21 @@ func readRecordsFile(dir string) (map[string][]byte, error) {
 	return out, nil
 }
 
-func writeRecordsFile(dir string, recs map[string][]byte) error {
-	keys := make([]string, 0, len(recs))
-	for k := range recs {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return writeFileAtomic(filepath.Join(dir, RecordsFile), func(w io.Writer) error {
-		buf := []byte{'{'}
-		for i, k := range keys {
-			if i > 0 {
-				buf = append(buf, ',')
-			}
-			buf = append(buf, "\n"...)
-			buf = appendQuoted(buf, k)
-			buf = append(buf, ": "...)
-			buf = append(buf, recs[k]...)
+func writeRecordsFile(fs fsys.FS, dir string, recs map[string][]byte) error {
+	keys := slices.Sorted(maps.Keys(recs))
+	body := []byte{'{'}
+	for i, k := range keys {
+		if i > 0 {
+			body = append(body, ',')
 		}
-		buf = append(buf, "\n}\n"...)
-		_, err := w.Write(buf)
+		body = append(body, "\n"...)
+		body = appendQuoted(body, k)
+		body = append(body, ": "...)
+		body = append(body, recs[k]...)
+	}
+	body = append(body, "\n}"...)
+	return fsys.WriteFileAtomic(fs, filepath.Join(dir, RecordsFile), fileMode, func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "{\"crc32c\": \"%08x\", \"records\": %s}\n", crc32.Checksum(body, crcTable), body)
 		return err
 	})
 }

@@ -5,93 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"time"
 	"unicode/utf8"
-
-	"github.com/secauto/secauto/pkg/job"
 )
-
-// entry is a stored job: its JSON exactly as it is written to jobs.json and
-// the journal, plus the few fields that listing and cleanup need. Keeping the
-// encoded form means a snapshot never re-encodes a job that did not change,
-// and memory stays close to the size of the data.
-type entry struct {
-	raw       []byte
-	status    job.Status
-	created   int64 // unix nanoseconds
-	completed int64 // unix nanoseconds; 0 when unset
-	// live is the decoded job of a running entry written by Update, kept
-	// so the job's next updates (its step results and its end) copy it
-	// instead of decoding raw again. It is never modified.
-	live *job.Job
-}
-
-type keyed struct {
-	id string
-	e  *entry
-}
-
-// jobMeta is the part of a job that the store indexes.
-type jobMeta struct {
-	ID          string     `json:"id"`
-	Status      job.Status `json:"status"`
-	CreatedAt   time.Time  `json:"created_at"`
-	StartedAt   *time.Time `json:"started_at"`
-	CompletedAt *time.Time `json:"completed_at"`
-}
-
-// decodeEntry indexes one job's JSON and checks its invariants.
-func decodeEntry(raw []byte) (string, *entry, error) {
-	m, err := scanJobMeta(raw)
-	if err != nil {
-		return "", nil, fmt.Errorf("not a valid job: %w", err)
-	}
-	if err := job.CheckInvariants(m.ID, m.Status, m.CreatedAt, m.StartedAt, m.CompletedAt); err != nil {
-		return m.ID, nil, err
-	}
-	if bytes.IndexByte(raw, '\n') >= 0 {
-		// Hand-written or indented files: keep one job per line in jobs.json.
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, raw); err != nil {
-			return m.ID, nil, err
-		}
-		raw = buf.Bytes()
-	}
-	return m.ID, newEntry(raw, m.Status, m.CreatedAt, m.CompletedAt), nil
-}
-
-func newEntry(raw []byte, st job.Status, created time.Time, completed *time.Time) *entry {
-	e := &entry{raw: raw, status: internStatus(st), created: created.UnixNano()}
-	if completed != nil {
-		e.completed = completed.UnixNano()
-	}
-	return e
-}
-
-func internStatus(st job.Status) job.Status {
-	for _, s := range job.Statuses {
-		if s == st {
-			return s
-		}
-	}
-	return st
-}
-
-// jobProblem is a job in a snapshot that breaks an invariant.
-type jobProblem struct {
-	id  string
-	err error
-}
 
 // decodeSnapshot parses a jobs.json. A structural error (not a JSON object)
 // is returned as err; jobs that break invariants are listed in problems and
 // left out of the map. Values alias data.
-func decodeSnapshot(data []byte) (map[string]*entry, []jobProblem, error) {
+func decodeSnapshot(data []byte, strict bool) (map[string]*entry, []jobProblem, error) {
 	items, raws, ok := splitLines(data)
 	if !ok {
 		items, raws = nil, nil
@@ -113,7 +39,7 @@ func decodeSnapshot(data []byte) (map[string]*entry, []jobProblem, error) {
 		lo, hi := w*chunk, min((w+1)*chunk, len(items))
 		wg.Go(func() {
 			for i := lo; i < hi; i++ {
-				id, e, err := decodeEntry(raws[i])
+				id, e, err := decodeEntry(raws[i], strict)
 				switch {
 				case err != nil:
 					errs[i] = err
@@ -341,8 +267,10 @@ func plainString(s []byte) bool {
 }
 
 // writeSnapshot writes jobs in the jobs.json format, one job per line, in id
-// order (ids are time-ordered, so this is creation order for new jobs).
-func writeSnapshot(w io.Writer, items []keyed, progress Progress) error {
+// order (ids are time-ordered, so this is creation order for new jobs). When
+// sums is set it is given each job's id and the CRC-32C of its value, in
+// file order, for jobs.json.sum.
+func writeSnapshot(w io.Writer, items []keyed, progress Progress, sums func(id string, crc uint32)) error {
 	slices.SortFunc(items, func(a, b keyed) int { return strings.Compare(a.id, b.id) })
 	if _, err := io.WriteString(w, "{"); err != nil {
 		return err
@@ -361,6 +289,9 @@ func writeSnapshot(w io.Writer, items []keyed, progress Progress) error {
 		}
 		if _, err := w.Write(it.e.raw); err != nil {
 			return err
+		}
+		if sums != nil {
+			sums(it.id, crc32.Checksum(it.e.raw, crcTable))
 		}
 		if progress != nil && i%1024 == 0 {
 			progress(int64(i), int64(len(items)))

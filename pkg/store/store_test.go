@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/journal"
 )
 
 func openT(t testing.TB, dir string) *Store {
@@ -30,8 +31,8 @@ func openT(t testing.TB, dir string) *Store {
 func abandon(s *Store) {
 	close(s.stop)
 	s.wg.Wait()
-	s.journal.Close()
-	s.lock.Unlock()
+	s.w.Close()
+	s.releaseLock()
 }
 
 func newJob(i int) *job.Job {
@@ -161,7 +162,7 @@ func TestSnapshotIsCompleteAfterCloseAndReadable(t *testing.T) {
 		}
 	}
 	jst, _ := os.Stat(filepath.Join(dir, JournalFile))
-	if jst.Size() != int64(len(journalMagic)) {
+	if jst.Size() != int64(journal.HeaderSize) {
 		t.Fatalf("journal holds %d bytes after close, want only its header", jst.Size())
 	}
 }

@@ -14,7 +14,6 @@ const (
 	SnapshotFile = "jobs.json"
 	JournalFile  = "jobs.journal"
 	LockFile     = "secauto.lock"
-	backupPrefix = SnapshotFile + ".backup."
 )
 
 // Errors callers tell apart with errors.Is.
@@ -79,16 +78,37 @@ func (e *CorruptError) Error() string {
 
 func (e *CorruptError) Unwrap() error { return e.Reason }
 
+// DirError is returned by Open when the data directory cannot be used: it
+// cannot be created, read or written, or others may write it.
+type DirError struct {
+	Path string
+	Err  error
+}
+
+func (e *DirError) Error() string {
+	return fmt.Sprintf("data directory %s cannot be used: %v; fix its ownership and permissions (it must be writable by secauto and by no one else: chmod 700) or point --data-dir elsewhere", e.Path, e.Err)
+}
+
+func (e *DirError) Unwrap() error { return e.Err }
+
 // OpenReport says what Open repaired (SPEC §5 steps 1 and 2).
 type OpenReport struct {
 	// JournalTruncatedBytes is how many bytes of torn or corrupt journal
 	// tail were cut; they are kept in JournalCorruptPath.
 	JournalTruncatedBytes int64  `json:"journal_truncated_bytes"`
 	JournalCorruptPath    string `json:"journal_corrupt_path,omitempty"`
-	// SnapshotCorruptPath is where an unusable jobs.json was moved.
+	// SnapshotCorruptPath is where a copy of a damaged jobs.json was kept.
 	SnapshotCorruptPath string `json:"snapshot_corrupt_path,omitempty"`
-	// RestoredFrom is the backup that replaced an unusable jobs.json.
-	RestoredFrom string `json:"restored_from,omitempty"`
+	// RecordsCorruptPath is where a damaged records file was kept.
+	RecordsCorruptPath string `json:"records_corrupt_path,omitempty"`
+	// RestoredFrom is the backup that replaced an unusable jobs.json, or
+	// that the jobs in RestoredJobs were taken from.
+	RestoredFrom string   `json:"restored_from,omitempty"`
+	RestoredJobs []string `json:"restored_jobs,omitempty"`
+	// LostJobs names the jobs whose newest state was in damaged bytes and
+	// could not be found elsewhere: they are as of their previous record,
+	// or gone.
+	LostJobs []string `json:"lost_jobs,omitempty"`
 	// SnapshotJobs and JournalRecords count what was loaded and replayed.
 	SnapshotJobs   int `json:"snapshot_jobs"`
 	JournalRecords int `json:"journal_records"`

@@ -1,0 +1,249 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/secauto/secauto/pkg/fsys"
+	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/journal"
+)
+
+// Create stores a new job and returns it once it is durable. An empty ID
+// gets a UUIDv7, a zero CreatedAt the current time, an empty Status pending.
+func (s *Store) Create(j *job.Job) (*job.Job, error) {
+	nj := *j
+	if nj.ID == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, err
+		}
+		nj.ID = id.String()
+	}
+	if nj.CreatedAt.IsZero() {
+		nj.CreatedAt = s.opts.Now()
+	}
+	nj.CreatedAt = nj.CreatedAt.UTC()
+	if nj.Status == "" {
+		nj.Status = job.Pending
+	}
+	if nj.Playbook == nil {
+		nj.Playbook = []job.Step{}
+	}
+	if nj.Context == nil {
+		nj.Context = map[string]any{}
+	}
+	if nj.Results == nil {
+		nj.Results = []job.Result{}
+	}
+	e, err := s.encodeJob(&nj)
+	if err != nil {
+		return nil, err
+	}
+	err = s.commit([]*change{{id: nj.ID, e: e}}, func() error {
+		if _, ok := s.idx.lookupLocked(nj.ID); ok {
+			return fmt.Errorf("%w: %s", ErrExists, nj.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &nj, nil
+}
+
+// encodeJob checks a job and encodes it, refusing what the store could not
+// read back: a job that breaks the schema, is larger than MaxJobBytes or
+// nested deeper than JSON decoders take.
+func (s *Store) encodeJob(j *job.Job) (*entry, error) { return encodeJob(j, s.opts.MaxJobBytes) }
+
+func encodeJob(j *job.Job, maxBytes int) (*entry, error) {
+	if err := j.Validate(); err != nil {
+		return nil, fmt.Errorf("job %s: %w", j.ID, err)
+	}
+	raw, err := job.AppendJSON(nil, j)
+	if err != nil {
+		return nil, fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	if err := job.CheckEncoded(raw, maxBytes); err != nil {
+		return nil, fmt.Errorf("job %s: %w", j.ID, err)
+	}
+	return newEntry(raw, j.Status, j.CreatedAt, j.CompletedAt), nil
+}
+
+// Update applies fn to a copy of the job's newest state and stores the
+// result once it is durable. fn may be called more than once when another
+// writer changes the same job concurrently, so it must only edit the job.
+// A status change must be a valid transition, a terminal job never changes,
+// and the id cannot change.
+func (s *Store) Update(id string, fn func(*job.Job) error) (*job.Job, error) {
+	return s.UpdateWith(id, fn, nil)
+}
+
+// UpdateWith is Update that also stores the records that also returns for
+// the updated job, in the same durable change: an event queued this way is
+// never lost, nor sent for a change that was not made.
+func (s *Store) UpdateWith(id string, fn func(*job.Job) error, also func(*job.Job) []Record) (*job.Job, error) {
+	for {
+		s.idx.mu.Lock()
+		base, ok := s.idx.lookupLocked(id)
+		s.idx.mu.Unlock()
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		e, j, err := s.prepareUpdate(id, base, fn)
+		if err != nil {
+			return nil, err
+		}
+		changes := []*change{{id: id, e: e}}
+		if also != nil {
+			extra, err := recordChanges(also(j))
+			if err != nil {
+				return nil, err
+			}
+			changes = append(changes, extra...)
+		}
+		err = s.commit(changes, func() error {
+			cur, ok := s.idx.lookupLocked(id)
+			if !ok {
+				return fmt.Errorf("%w: %s", ErrNotFound, id)
+			}
+			if cur != base {
+				return errRetry
+			}
+			return nil
+		})
+		if errors.Is(err, errRetry) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return j, nil
+	}
+}
+
+var errRetry = errors.New("retry")
+
+func (s *Store) prepareUpdate(id string, base *entry, fn func(*job.Job) error) (*entry, *job.Job, error) {
+	var j *job.Job
+	if base.live != nil {
+		j = base.live.Clone()
+	} else {
+		var err error
+		if j, err = decodeJob(base.raw); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := fn(j); err != nil {
+		return nil, nil, err
+	}
+	if err := checkChange(id, base.status, j); err != nil {
+		return nil, nil, err
+	}
+	e, err := s.encodeJob(j)
+	if err == nil && j.Status == job.Running {
+		// Only running jobs: they are few (one per worker) and are the
+		// ones updated again soon.
+		e.live = j.Clone()
+	}
+	return e, j, err
+}
+
+func checkChange(id string, from job.Status, j *job.Job) error {
+	if j.ID != id {
+		return fmt.Errorf("job %s: the id cannot change", id)
+	}
+	if from.Terminal() {
+		return fmt.Errorf("%w: job %s is %s and cannot change", job.ErrTransition, id, from)
+	}
+	if j.Status != from && !job.CanTransition(from, j.Status) {
+		return fmt.Errorf("%w: job %s cannot go from %s to %s", job.ErrTransition, id, from, j.Status)
+	}
+	return nil
+}
+
+// Delete removes a job durably, whatever its status; callers cancel a live
+// job first.
+func (s *Store) Delete(id string) error {
+	return s.commit([]*change{{id: id}}, func() error {
+		if _, ok := s.idx.lookupLocked(id); !ok {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return nil
+	})
+}
+
+// commit writes changes as one journal change — durable whole or not at
+// all — after check (run under the index lock) allows them, and returns
+// once they are durable and visible.
+func (s *Store) commit(changes []*change, check func() error) error {
+	if s.w == nil {
+		return ErrReadOnly
+	}
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	s.idx.mu.Lock()
+	if check != nil {
+		if err := check(); err != nil {
+			s.idx.mu.Unlock()
+			return err
+		}
+	}
+	t, err := s.w.Enqueue(journalChange(changes), changes)
+	if err != nil {
+		s.idx.mu.Unlock()
+		return s.writeError(err)
+	}
+	s.idx.queueLocked(changes)
+	s.idx.mu.Unlock()
+	return s.writeError(t.Wait())
+}
+
+// committed is the journal's OnCommit: it makes a written batch visible (or
+// drops it when the write failed) before any of its writers is answered.
+func (s *Store) committed(users []any, end int64, err error) {
+	s.idx.mu.Lock()
+	for _, u := range users {
+		s.idx.settleLocked(u.([]*change), err == nil)
+	}
+	if err == nil {
+		s.idx.applied = end
+	}
+	s.idx.mu.Unlock()
+	if err == nil && s.compactor.overgrown(s.w.Size(), s.opts.JournalLimit) {
+		s.compactor.poke()
+	}
+}
+
+// writeError says what a failed journal write means for the caller.
+func (s *Store) writeError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, journal.ErrNoSpace) || fsys.IsNoSpace(err):
+		return fmt.Errorf("%w: the change was not made; it can be retried once space is freed", ErrNoSpace)
+	case errors.Is(err, journal.ErrTooLarge):
+		return fmt.Errorf("%w: %w", job.ErrLimit, err)
+	case errors.Is(err, journal.ErrClosed):
+		return ErrClosed
+	}
+	return fmt.Errorf("the journal cannot be made durable, so the store no longer accepts changes: %w", err)
+}
+
+// Err is non-nil once the store has stopped accepting writes because its
+// journal could not be made durable. A full disk is not such an error.
+func (s *Store) Err() error {
+	if s.w == nil {
+		return nil
+	}
+	if err := s.w.Err(); err != nil {
+		return s.writeError(err)
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/secauto/secauto/pkg/job"
+)
+
+// entry is a stored job: its JSON exactly as it is written to jobs.json and
+// the journal, plus the few fields that listing and cleanup need. Keeping the
+// encoded form means a snapshot never re-encodes a job that did not change,
+// and memory stays close to the size of the data.
+type entry struct {
+	raw       []byte
+	status    job.Status
+	created   int64 // unix nanoseconds
+	completed int64 // unix nanoseconds; 0 when unset
+	// live is the decoded job of a running entry written by Update, kept
+	// so the job's next updates (its step results and its end) copy it
+	// instead of decoding raw again. It is never modified.
+	live *job.Job
+}
+
+type keyed struct {
+	id string
+	e  *entry
+}
+
+// jobMeta is the part of a job that the store indexes.
+type jobMeta struct {
+	ID          string     `json:"id"`
+	Status      job.Status `json:"status"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at"`
+	CompletedAt *time.Time `json:"completed_at"`
+}
+
+// decodeEntry indexes one job's JSON and checks its invariants. A job that
+// secauto wrote and whose checksum still holds was checked in full when it
+// was written, so only what the index needs is read (opening a large store
+// is mostly this). A strict decode checks the whole job schema: for files
+// written by hand, and for any whose checksum no longer vouches for them.
+func decodeEntry(raw []byte, strict bool) (string, *entry, error) {
+	m, err := scanJobMeta(raw)
+	if err != nil {
+		return "", nil, fmt.Errorf("not a valid job: %w", err)
+	}
+	if err := job.CheckInvariants(m.ID, m.Status, m.CreatedAt, m.StartedAt, m.CompletedAt); err != nil {
+		return m.ID, nil, err
+	}
+	if strict {
+		if _, err := decodeJob(raw); err != nil {
+			return m.ID, nil, err
+		}
+	}
+	if bytes.IndexByte(raw, '\n') >= 0 {
+		// Hand-written or indented files: keep one job per line in jobs.json.
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, raw); err != nil {
+			return m.ID, nil, err
+		}
+		raw = buf.Bytes()
+	}
+	return m.ID, newEntry(raw, m.Status, m.CreatedAt, m.CompletedAt), nil
+}
+
+// decodeJob decodes a stored job, checking it against the whole job schema.
+func decodeJob(raw []byte) (*job.Job, error) {
+	return job.Decode(raw)
+}
+
+func newEntry(raw []byte, st job.Status, created time.Time, completed *time.Time) *entry {
+	e := &entry{raw: raw, status: internStatus(st), created: created.UnixNano()}
+	if completed != nil {
+		e.completed = completed.UnixNano()
+	}
+	return e
+}
+
+func internStatus(st job.Status) job.Status {
+	for _, s := range job.Statuses {
+		if s == st {
+			return s
+		}
+	}
+	return st
+}
+
+// jobProblem is a job in a snapshot that breaks an invariant.
+type jobProblem struct {
+	id  string
+	err error
+}

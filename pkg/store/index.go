@@ -1,0 +1,238 @@
+package store
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/journal"
+)
+
+// index is the store's in-memory view: every durable job and record, the
+// counts by status, and the changes queued but not yet durable. It knows
+// nothing of files; the commit path feeds it once changes are durable, the
+// loader fills it at open, and queries read it.
+type index struct {
+	mu      sync.Mutex
+	jobs    map[string]*entry
+	records map[string][]byte
+	counts  map[job.Status]int
+	// pending holds the newest queued change per job id, so a writer
+	// checks against what will be durable, not only what already is.
+	pending map[string]*change
+	// applied is the journal offset up to which changes are in jobs and
+	// records; a snapshot taken under mu covers the journal up to it.
+	applied int64
+	dirty   bool // changed since the last snapshot
+}
+
+// change is one queued job put (e != nil) or delete (e == nil), or, when
+// rec is set, a put or delete of the auxiliary record keyed id.
+type change struct {
+	id  string
+	e   *entry
+	rec *Record
+}
+
+func newIndex(jobs map[string]*entry, records map[string][]byte) *index {
+	x := &index{jobs: jobs, records: records, counts: map[job.Status]int{}, pending: map[string]*change{}}
+	for _, e := range jobs {
+		x.counts[e.status]++
+	}
+	return x
+}
+
+// journalChange is the journal's form of a group of changes.
+func journalChange(changes []*change) journal.Change {
+	out := make(journal.Change, len(changes))
+	for i, c := range changes {
+		switch {
+		case c.rec != nil && c.rec.Value == nil:
+			out[i] = journal.Record{Kind: journal.DeleteRecord, Key: c.id}
+		case c.rec != nil:
+			out[i] = journal.Record{Kind: journal.PutRecord, Key: c.id, Value: c.rec.Value}
+		case c.e != nil:
+			out[i] = journal.Record{Kind: journal.PutJob, Key: c.id, Value: c.e.raw}
+		default:
+			out[i] = journal.Record{Kind: journal.DeleteJob, Key: c.id}
+		}
+	}
+	return out
+}
+
+// lookupLocked returns the newest state of id, durable or queued.
+func (x *index) lookupLocked(id string) (*entry, bool) {
+	if c, ok := x.pending[id]; ok {
+		return c.e, c.e != nil
+	}
+	e, ok := x.jobs[id]
+	return e, ok
+}
+
+// queueLocked records changes as queued.
+func (x *index) queueLocked(changes []*change) {
+	for _, c := range changes {
+		if c.rec == nil {
+			x.pending[c.id] = c
+		}
+	}
+}
+
+// settleLocked makes queued changes visible once durable (ok), or forgets
+// them when their write failed.
+func (x *index) settleLocked(changes []*change, ok bool) {
+	for _, c := range changes {
+		if ok {
+			x.applyLocked(c)
+		}
+		if c.rec == nil && x.pending[c.id] == c {
+			delete(x.pending, c.id)
+		}
+	}
+	if ok {
+		x.dirty = true
+	}
+}
+
+func (x *index) applyLocked(c *change) {
+	switch {
+	case c.rec != nil && c.rec.Value == nil:
+		delete(x.records, c.id)
+	case c.rec != nil:
+		x.records[c.id] = c.rec.Value
+	default:
+		if old, ok := x.jobs[c.id]; ok {
+			x.counts[old.status]--
+		}
+		if c.e == nil {
+			delete(x.jobs, c.id)
+			return
+		}
+		x.jobs[c.id] = c.e
+		x.counts[c.e.status]++
+	}
+}
+
+// replace swaps in a whole new state (a restore).
+func (x *index) replace(jobs map[string]*entry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.jobs = jobs
+	clear(x.counts)
+	for _, e := range jobs {
+		x.counts[e.status]++
+	}
+	x.dirty = true
+}
+
+// view is a point-in-time copy of the durable state. Entries are immutable,
+// so it stays consistent after mu is released.
+type view struct {
+	items   []keyed
+	records map[string][]byte
+	applied int64
+}
+
+func (x *index) view() view {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.viewLocked()
+}
+
+func (x *index) viewLocked() view {
+	items := make([]keyed, 0, len(x.jobs))
+	for id, e := range x.jobs {
+		items = append(items, keyed{id, e})
+	}
+	return view{items: items, records: maps.Clone(x.records), applied: x.applied}
+}
+
+// get finds a job by id or unique id prefix.
+func (x *index) get(idOrPrefix string) (string, *entry, error) {
+	if idOrPrefix == "" {
+		return "", nil, fmt.Errorf("%w: empty id", ErrNotFound)
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if e, ok := x.jobs[idOrPrefix]; ok {
+		return idOrPrefix, e, nil
+	}
+	var matches []string
+	var found *entry
+	for id, e := range x.jobs {
+		if strings.HasPrefix(id, idOrPrefix) {
+			matches = append(matches, id)
+			found = e
+		}
+	}
+	switch len(matches) {
+	case 0:
+		return "", nil, fmt.Errorf("%w: %s", ErrNotFound, idOrPrefix)
+	case 1:
+		return matches[0], found, nil
+	}
+	slices.Sort(matches)
+	if len(matches) > 5 {
+		matches = append(matches[:5], "…")
+	}
+	return "", nil, fmt.Errorf("%w: %q matches %s", ErrAmbiguous, idOrPrefix, strings.Join(matches, ", "))
+}
+
+// list selects and orders jobs for List.
+func (x *index) list(f Filter) []keyed {
+	since := int64(0)
+	if !f.Since.IsZero() {
+		since = f.Since.UnixNano()
+	}
+	x.mu.Lock()
+	items := make([]keyed, 0, min(len(x.jobs), 1024))
+	for id, e := range x.jobs {
+		if (len(f.Statuses) > 0 && !slices.Contains(f.Statuses, e.status)) || (since != 0 && e.created < since) {
+			continue
+		}
+		items = append(items, keyed{id, e})
+	}
+	x.mu.Unlock()
+	slices.SortFunc(items, func(a, b keyed) int {
+		c := cmpInt(a.e.created, b.e.created)
+		if c == 0 {
+			c = strings.Compare(a.id, b.id)
+		}
+		if f.Oldest {
+			return c
+		}
+		return -c
+	})
+	if f.Limit > 0 && len(items) > f.Limit {
+		items = items[:f.Limit]
+	}
+	return items
+}
+
+// recordsWithPrefix returns the durable records whose keys start with
+// prefix, sorted by key.
+func (x *index) recordsWithPrefix(prefix string) []Record {
+	x.mu.Lock()
+	var out []Record
+	for k, v := range x.records {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, Record{Key: k, Value: v})
+		}
+	}
+	x.mu.Unlock()
+	slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,166 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/secauto/secauto/pkg/fsys"
+)
+
+// VerifyOptions extends Verify.
+type VerifyOptions struct {
+	// Progress hears how far Verify is: jobs checked, then backups.
+	Progress Progress
+	// CheckRecords, if set, checks the auxiliary records (whose meaning
+	// the store does not know) and describes each problem it finds.
+	CheckRecords func([]Record) []string
+}
+
+// Verify checks a data directory without changing it: jobs.json parses and
+// matches its checksums, every journal record is intact, the records file
+// matches its checksum, every job keeps the whole job schema, and every
+// backup matches its checksum and holds valid jobs. Every problem is named
+// with its file and, where it has one, its job.
+func Verify(dir string) (*VerifyResult, error) {
+	return VerifyWith(dir, VerifyOptions{})
+}
+
+// VerifyWith is Verify with options, for a directory no process is writing
+// (a running daemon answers with Store.Verify instead).
+func VerifyWith(dir string, o VerifyOptions) (*VerifyResult, error) {
+	st, err := fsys.OS.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", dir)
+	}
+	l := &loader{fs: fsys.OS, dir: dir, now: time.Now(), log: slog.New(slog.DiscardHandler)}
+	ds, err := l.load()
+	var corrupt *CorruptError
+	if errors.As(err, &corrupt) {
+		// Nothing loads, but the journal and the backups still get checked.
+		ds, err = &l.st, nil
+		if ds.jobs == nil {
+			ds.jobs = map[string]*entry{}
+		}
+		if ds.records == nil {
+			ds.records = map[string][]byte{}
+		}
+		l.replay(ds.scan)
+	}
+	if err != nil {
+		return nil, err
+	}
+	res := &VerifyResult{Problems: slices.Clone(ds.problems), Journal: len(ds.scan.Entries)}
+	if res.Problems == nil {
+		res.Problems = []Problem{}
+	}
+	items := make([]keyed, 0, len(ds.jobs))
+	for id, e := range ds.jobs {
+		items = append(items, keyed{id, e})
+	}
+	checkAll(res, fsys.OS, dir, items, ds.records, o)
+	return res, nil
+}
+
+// Verify checks a store that is open and perhaps being written: the jobs
+// and records as they are in memory, what Open found on disk, jobs.json as
+// last written (read while no snapshot replaces it), and every backup. It
+// takes the store's own locks instead of re-reading files being written.
+func (s *Store) Verify(o VerifyOptions) (*VerifyResult, error) {
+	// What Open found it also repaired (and logged); the files are checked
+	// as they are now.
+	res := &VerifyResult{Problems: []Problem{}}
+	s.files.snapMu.Lock()
+	if data, err := fsys.ReadFileIfExists(s.files.fs, s.files.path(SnapshotFile)); err != nil {
+		res.Problems = append(res.Problems, Problem{File: s.files.path(SnapshotFile), Message: err.Error()})
+	} else if data != nil {
+		st, _ := s.files.fs.Stat(s.files.path(SnapshotFile))
+		if sum := checkSnapshotSum(s.files.fs, s.opts.Dir, data, st); sum.rot != nil {
+			res.Problems = append(res.Problems, Problem{File: s.files.path(SnapshotFile), Message: sum.rot.Error()})
+		} else if _, _, err := decodeSnapshot(data, false); err != nil {
+			res.Problems = append(res.Problems, Problem{File: s.files.path(SnapshotFile), Message: "does not parse: " + err.Error()})
+		}
+	}
+	s.files.snapMu.Unlock()
+	v := s.idx.view()
+	checkAll(res, s.files.fs, s.opts.Dir, v.items, v.records, o)
+	return res, nil
+}
+
+// checkAll checks every job against the whole job schema, the records, and
+// every backup, adding to res.
+func checkAll(res *VerifyResult, fsy fsys.FS, dir string, items []keyed, records map[string][]byte, o VerifyOptions) {
+	add := func(p Problem) { res.Problems = append(res.Problems, p) }
+	paths, err := backupPaths(fsy, dir)
+	if err != nil {
+		add(Problem{File: dir, Message: err.Error()})
+	}
+	// Progress counts the bytes of the files the checks stand for.
+	size := func(p string) int64 {
+		if st, err := fsy.Stat(p); err == nil {
+			return st.Size()
+		}
+		return 0
+	}
+	sizes := []int64{size(filepath.Join(dir, SnapshotFile)), size(filepath.Join(dir, JournalFile))}
+	for _, p := range paths {
+		sizes = append(sizes, size(p))
+	}
+	var total, done int64
+	for _, n := range sizes {
+		total += n
+	}
+	progress := func(i int) {
+		done += sizes[i]
+		if o.Progress != nil {
+			o.Progress(done, total)
+		}
+	}
+	errs := make([]error, len(items))
+	forEachParallel(len(items), func(i int) {
+		_, errs[i] = decodeJob(items[i].e.raw)
+	})
+	for i, err := range errs {
+		if err != nil {
+			add(Problem{File: filepath.Join(dir, SnapshotFile), JobID: items[i].id, Message: err.Error()})
+		}
+	}
+	progress(0)
+	progress(1)
+	res.Jobs = len(items)
+	res.Records = len(records)
+	if o.CheckRecords != nil {
+		recs := make([]Record, 0, len(records))
+		for _, k := range slices.Sorted(maps.Keys(records)) {
+			recs = append(recs, Record{Key: k, Value: records[k]})
+		}
+		for _, msg := range o.CheckRecords(recs) {
+			add(Problem{File: filepath.Join(dir, RecordsFile), Message: msg})
+		}
+	}
+	berrs := make([]error, len(paths))
+	forEachParallel(len(paths), func(i int) {
+		_, _, berrs[i] = readBackup(fsy, paths[i], true)
+	})
+	for i, err := range berrs {
+		progress(2 + i)
+		// A backup removed since it was listed (a daemon pruning old
+		// ones) is not a problem.
+		if err != nil && errors.Is(err, fs.ErrNotExist) && !fsys.Exists(fsy, paths[i]) {
+			continue
+		}
+		res.Backups++
+		if err != nil {
+			add(Problem{File: paths[i], Message: err.Error()})
+		}
+	}
+	res.OK = len(res.Problems) == 0
+}
