@@ -67,7 +67,7 @@ func (s *Store) Backup(o BackupOptions) (*BackupResult, error) {
 			return res, fmt.Errorf("backup %s written, but removing old backups failed: %w", res.Path, err)
 		}
 	}
-	s.log.Debug("backup created", "file", res.Path, "jobs", res.Jobs, "bytes", res.Size, "removed", len(res.Removed))
+	s.opts.Logger.Debug("backup created", "file", res.Path, "jobs", res.Jobs, "bytes", res.Size, "removed", len(res.Removed))
 	return res, nil
 }
 

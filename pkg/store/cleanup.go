@@ -61,6 +61,6 @@ func (s *Store) Cleanup(o CleanupOptions) (*CleanupResult, error) {
 	if err := s.commit(changes, nil); err != nil {
 		return nil, err
 	}
-	s.log.Debug("cleanup completed", "deleted", len(ids))
+	s.opts.Logger.Debug("cleanup completed", "deleted", len(ids))
 	return res, nil
 }

@@ -71,7 +71,7 @@ func (s *Store) snapshotter() {
 		case <-s.compactor.kick:
 		}
 		if err := s.compact(false); err != nil {
-			s.log.Error("snapshot failed; the journal keeps every change", "err", err.Error())
+			s.opts.Logger.Error("snapshot failed; the journal keeps every change", "err", err.Error())
 		}
 	}
 }
@@ -125,7 +125,7 @@ func (s *Store) snapshotLocked(force bool) error {
 	}
 	s.compactor.wrote(written, s.opts.Now())
 	took := time.Since(start)
-	s.log.Debug("snapshot written", "jobs", len(v.items), "bytes", written, "took", took.String())
+	s.opts.Logger.Debug("snapshot written", "jobs", len(v.items), "bytes", written, "took", took.String())
 	if s.opts.OnSnapshot != nil {
 		s.opts.OnSnapshot(took, len(v.items))
 	}

@@ -69,7 +69,7 @@ func (s *Store) Recover(o RecoverOptions) (*RecoverResult, error) {
 			return nil, fmt.Errorf("recover job %s: %w", j.ID, err)
 		}
 		res.Recovered = append(res.Recovered, nj)
-		s.log.Debug("job recovered", "job_id", nj.ID, "status", string(nj.Status), "attempts", nj.Attempts)
+		s.opts.Logger.Debug("job recovered", "job_id", nj.ID, "status", string(nj.Status), "attempts", nj.Attempts)
 	}
 	s.idx.mu.Lock()
 	res.Pending = s.idx.counts[job.Pending]

@@ -53,9 +53,9 @@ func (s *Store) Restore(path string, o BackupOptions) (*RestoreResult, error) {
 	res := &RestoreResult{RestoredJobs: len(jobs), SafetyBackup: safety.Path}
 	if o.Keep > 0 {
 		if _, err := s.files.pruneBackups(o.Keep); err != nil {
-			s.log.Warn("removing old backups failed", "err", err.Error())
+			s.opts.Logger.Warn("removing old backups failed", "err", err.Error())
 		}
 	}
-	s.log.Debug("store restored", "from", path, "jobs", res.RestoredJobs, "safety_backup", res.SafetyBackup)
+	s.opts.Logger.Debug("store restored", "from", path, "jobs", res.RestoredJobs, "safety_backup", res.SafetyBackup)
 	return res, nil
 }

@@ -81,8 +81,7 @@ type Options struct {
 
 // Store is an open data directory. All methods are safe for concurrent use.
 type Store struct {
-	opts   Options
-	log    *slog.Logger
+	opts   Options  // defaults filled in
 	lock   *dirLock // nil when read-only or on a test file system
 	report OpenReport
 	idx    *index
@@ -126,7 +125,7 @@ func Open(opts Options) (*Store, error) {
 	if fs == nil {
 		fs = fsys.OS
 	}
-	s := &Store{opts: opts, log: opts.Logger, files: &files{fs: fs, dir: opts.Dir}, syncs: &syncCounter{next: opts.OnSync}, stop: make(chan struct{})}
+	s := &Store{opts: opts, files: &files{fs: fs, dir: opts.Dir}, syncs: &syncCounter{next: opts.OnSync}, stop: make(chan struct{})}
 	if err := s.prepareDir(); err != nil {
 		return nil, err
 	}
@@ -177,7 +176,7 @@ func (s *Store) prepareDir() error {
 // journal for appending and writes whatever the loader repaired.
 func (s *Store) load() error {
 	now := s.opts.Now()
-	l := &loader{fs: s.files.fs, dir: s.opts.Dir, repair: !s.opts.ReadOnly, salvage: s.opts.Salvage, now: now, log: s.log}
+	l := &loader{fs: s.files.fs, dir: s.opts.Dir, repair: !s.opts.ReadOnly, salvage: s.opts.Salvage, now: now, log: s.opts.Logger}
 	st, err := l.load()
 	if err != nil {
 		return err
@@ -212,7 +211,7 @@ func (s *Store) load() error {
 				w.Close()
 				return err
 			}
-			s.log.Warn("the repaired state could not be written yet; the journal holds it", "err", err.Error())
+			s.opts.Logger.Warn("the repaired state could not be written yet; the journal holds it", "err", err.Error())
 		}
 	}
 	return nil
@@ -283,7 +282,7 @@ func (s *Store) List(f Filter) ([]*job.Job, error) {
 		if err != nil {
 			// Every job is checked when it is loaded or written, so this
 			// is a bug; one bad job must still not hide all the others.
-			s.log.Error("job skipped in a listing: it does not decode", "job_id", it.id, "err", err.Error())
+			s.opts.Logger.Error("job skipped in a listing: it does not decode", "job_id", it.id, "err", err.Error())
 			continue
 		}
 		out = append(out, j)
