@@ -12,7 +12,6 @@ import (
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/playbook"
 	"github.com/secauto/secauto/pkg/store"
-	"github.com/secauto/secauto/pkg/webhook"
 )
 
 // maxAttemptsLimit bounds max_attempts so that a retried playbook that
@@ -34,42 +33,6 @@ type SubmitRequest struct {
 type SubmitResponse struct {
 	JobID  string     `json:"job_id"`
 	Status job.Status `json:"status"`
-}
-
-// StatsResponse is the answer of GET /stats.
-type StatsResponse struct {
-	// Jobs counts jobs by status; every status is present.
-	Jobs          map[job.Status]int `json:"jobs"`
-	Total         int                `json:"total"`
-	StoreBytes    int64              `json:"store_bytes"`
-	Store         store.Stats        `json:"store"`
-	StartedAt     time.Time          `json:"started_at"`
-	UptimeSeconds float64            `json:"uptime_seconds"`
-	Workers       int                `json:"workers"`
-	BusyWorkers   int64              `json:"busy_workers"`
-	QueueLength   int                `json:"queue_length"`
-	// LastBackup is when the newest backup was taken (by the schedule, on
-	// request, or offline by the CLI); LastCleanup when the last successful
-	// cleanup ran. Both are null until there is one.
-	LastBackup  *time.Time `json:"last_backup"`
-	LastCleanup *time.Time `json:"last_cleanup"`
-	// NextBackup and NextCleanup are when the background runs fall due;
-	// null when that background run is off.
-	NextBackup  *time.Time `json:"next_backup"`
-	NextCleanup *time.Time `json:"next_cleanup"`
-	// BackupError and CleanupError hold the last run's error while the
-	// task is failing (it is retried within the hour).
-	BackupError  string `json:"backup_error,omitempty"`
-	CleanupError string `json:"cleanup_error,omitempty"`
-	// WebhookBacklog counts deliveries waiting in the outbox.
-	WebhookBacklog int  `json:"webhook_backlog"`
-	ShuttingDown   bool `json:"shutting_down"`
-}
-
-// HealthResponse is the answer of GET /health.
-type HealthResponse struct {
-	Status string `json:"status"`
-	Error  string `json:"error,omitempty"`
 }
 
 // submit validates and persists a submission and queues its job; the job
@@ -354,48 +317,4 @@ func (s *Server) handleDeleteJob(w http.ResponseWriter, r *http.Request) {
 	s.queue.remove(j.ID)
 	s.log.Info("job deleted", "job_id", j.ID)
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	if s.draining.Load() {
-		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "shutting_down"})
-		return
-	}
-	if err := s.jobs.Err(); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "unavailable", Error: "the job store is not accepting writes: " + err.Error()})
-		return
-	}
-	if s.noSpace.Load() > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "disk_full", Error: "the disk holding the data directory is full; jobs wait until space is freed"})
-		return
-	}
-	writeJSON(w, http.StatusOK, HealthResponse{Status: "ok"})
-}
-
-func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
-	st := s.st.Stats()
-	byStatus := make(map[job.Status]int, len(job.Statuses))
-	for _, status := range job.Statuses {
-		byStatus[status] = st.ByStatus[status]
-	}
-	backup, cleanup := s.keeper.status(taskBackup), s.keeper.status(taskCleanup)
-	writeJSON(w, http.StatusOK, StatsResponse{
-		LastBackup:     timePtr(backup.LastSuccess),
-		LastCleanup:    timePtr(cleanup.LastSuccess),
-		NextBackup:     timePtr(backup.Next),
-		NextCleanup:    timePtr(cleanup.Next),
-		BackupError:    backup.Error,
-		CleanupError:   cleanup.Error,
-		Jobs:           byStatus,
-		Total:          st.Jobs,
-		StoreBytes:     st.SnapshotBytes + st.JournalBytes,
-		Store:          st,
-		StartedAt:      s.started.UTC(),
-		UptimeSeconds:  time.Since(s.started).Seconds(),
-		Workers:        s.workers,
-		BusyWorkers:    s.busy.Load(),
-		QueueLength:    s.queue.len(),
-		WebhookBacklog: webhook.Pending(s.st),
-		ShuttingDown:   s.draining.Load(),
-	})
 }

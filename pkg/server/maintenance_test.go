@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secauto/secauto/pkg/fsys"
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/store"
 	"github.com/secauto/secauto/pkg/webhook"
@@ -79,12 +81,27 @@ func (c *fakeClock) armed() int {
 	return len(c.timers)
 }
 
+// refuseFS refuses to create files whose names begin with prefix, as a
+// permission would.
+type refuseFS struct {
+	fsys.FS
+	prefix string
+}
+
+func (f refuseFS) OpenFile(name string, flag int, perm fs.FileMode) (fsys.File, error) {
+	if flag&os.O_CREATE != 0 && strings.HasPrefix(filepath.Base(name), f.prefix) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrPermission}
+	}
+	return f.FS.OpenFile(name, flag, perm)
+}
+
 // daemonSim starts and stops Servers over one data directory on a fake
 // clock, as restarts of the daemon would.
 type daemonSim struct {
 	t    *testing.T
 	dir  string
 	fc   *fakeClock
+	fs   fsys.FS // nil: the real one
 	o    Options
 	st   *store.Store
 	srv  *Server
@@ -93,7 +110,7 @@ type daemonSim struct {
 
 func (d *daemonSim) start() {
 	d.t.Helper()
-	st, err := store.Open(store.Options{Dir: d.dir, SnapshotInterval: -1, Now: d.fc.Now})
+	st, err := store.Open(store.Options{Dir: d.dir, SnapshotInterval: -1, Now: d.fc.Now, FS: d.fs})
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -236,7 +253,8 @@ func TestMaintenanceFirstBackupWaitsForJobs(t *testing.T) {
 
 func finishedJob(t *testing.T, st *store.Store, at time.Time) string {
 	t.Helper()
-	j, err := st.Create(&job.Job{Playbook: []job.Step{{Name: "a", Action: "log", Params: map[string]any{"message": "x"}}}})
+	// Created at the time it ran too: a job's times never run backwards.
+	j, err := st.Create(&job.Job{Playbook: []job.Step{{Name: "a", Action: "log", Params: map[string]any{"message": "x"}}}, CreatedAt: at})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,13 +447,9 @@ func TestMaintenanceBackupFailureRetries(t *testing.T) {
 	fc := newFakeClock(T)
 	dir := t.TempDir()
 	hooks, hookSrv := newReceiver(t, "")
-	// A directory where the backup's temporary file goes makes it fail.
-	blocker := filepath.Join(dir, "jobs.json.backup.20250701-000000.tmp")
-	if err := os.MkdirAll(blocker, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	seedJob(t, dir, fc)
-	d := &daemonSim{t: t, dir: dir, fc: fc, o: Options{
+	// The backup of T cannot be written; the one of T+1h can.
+	d := &daemonSim{t: t, dir: dir, fc: fc, fs: refuseFS{fsys.OS, "jobs.json.backup.20250701-000000"}, o: Options{
 		Maintenance: Maintenance{BackupEnabled: true, BackupInterval: 168 * time.Hour},
 		Webhooks:    []webhook.Endpoint{{URL: hookSrv.URL}},
 	}}
