@@ -50,26 +50,13 @@ func (s *Store) Recover(o RecoverOptions) (*RecoverResult, error) {
 			res.FailedRunning++
 		}
 		res.Actions = append(res.Actions, a)
-		if o.DryRun {
-			continue
-		}
-		nj, err := s.UpdateWith(j.ID, func(cur *job.Job) error {
-			if cur.Status != job.Running {
-				return errSettled
-			}
-			if a.To == job.Pending {
-				return cur.Requeue()
-			}
-			return cur.Finish(job.Failed, a.Reason, now)
-		}, o.Also)
-		if errors.Is(err, errSettled) {
-			continue
-		}
+	}
+	if !o.DryRun && len(res.Actions) > 0 {
+		recovered, err := s.settle(res.Actions, now, o.Also)
 		if err != nil {
-			return nil, fmt.Errorf("recover job %s: %w", j.ID, err)
+			return nil, err
 		}
-		res.Recovered = append(res.Recovered, nj)
-		s.opts.Logger.Debug("job recovered", "job_id", nj.ID, "status", string(nj.Status), "attempts", nj.Attempts)
+		res.Recovered = recovered
 	}
 	s.idx.mu.Lock()
 	res.Pending = s.idx.counts[job.Pending]
@@ -80,4 +67,64 @@ func (s *Store) Recover(o RecoverOptions) (*RecoverResult, error) {
 	return res, nil
 }
 
-var errSettled = errors.New("job is no longer running")
+// settle applies the recovery's actions as one journal change, so a crash
+// during recovery leaves all of them or none (the next pass does it again).
+func (s *Store) settle(actions []RecoverAction, now time.Time, also func(*job.Job) []Record) ([]*job.Job, error) {
+	for {
+		var changes []*change
+		var jobs []*job.Job
+		bases := map[string]*entry{}
+		s.idx.mu.Lock()
+		for _, a := range actions {
+			if base, ok := s.idx.lookupLocked(a.JobID); ok && base.status == job.Running {
+				bases[a.JobID] = base
+			}
+		}
+		s.idx.mu.Unlock()
+		for _, a := range actions {
+			base, ok := bases[a.JobID]
+			if !ok {
+				continue
+			}
+			e, j, err := s.prepareUpdate(a.JobID, base, func(cur *job.Job) error {
+				if a.To == job.Pending {
+					return cur.Requeue()
+				}
+				return cur.Finish(job.Failed, a.Reason, now)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("recover job %s: %w", a.JobID, err)
+			}
+			changes = append(changes, &change{id: a.JobID, e: e})
+			if also != nil {
+				extra, err := recordChanges(also(j))
+				if err != nil {
+					return nil, err
+				}
+				changes = append(changes, extra...)
+			}
+			jobs = append(jobs, j)
+		}
+		if len(changes) == 0 {
+			return nil, nil
+		}
+		err := s.commit(changes, func() error {
+			for id, base := range bases {
+				if cur, _ := s.idx.lookupLocked(id); cur != base {
+					return errRetry
+				}
+			}
+			return nil
+		})
+		if errors.Is(err, errRetry) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, j := range jobs {
+			s.opts.Logger.Debug("job recovered", "job_id", j.ID, "status", string(j.Status), "attempts", j.Attempts)
+		}
+		return jobs, nil
+	}
+}
