@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -240,20 +241,36 @@ pending in FILE are run afterwards.
 	return cmd
 }
 
-// completeBackups offers the data directory's backups, newest first.
+// completeBackups offers the data directory's backups, newest first. The
+// store's name rule says which files are backups: reading their names is
+// quick, verifying them ("backup list") is not.
 func completeBackups(f *Factory, prefix string) []string {
 	dir, err := f.StoreDir()
 	if err != nil {
 		return nil
 	}
-	matches, _ := filepath.Glob(filepath.Join(dir, store.SnapshotFile+".backup.*"))
-	var out []string
-	for i := len(matches) - 1; i >= 0; i-- {
-		m := matches[i]
-		if strings.HasSuffix(m, ".sha256") || strings.HasSuffix(m, ".tmp") || !strings.HasPrefix(m, prefix) {
-			continue
+	ents, _ := os.ReadDir(dir)
+	type backup struct {
+		path string
+		at   time.Time
+	}
+	var found []backup
+	for _, e := range ents {
+		at, ok := store.ParseBackupName(e.Name())
+		p := filepath.Join(dir, e.Name())
+		if ok && e.Type().IsRegular() && strings.HasPrefix(p, prefix) {
+			found = append(found, backup{p, at})
 		}
-		out = append(out, m)
+	}
+	slices.SortFunc(found, func(a, b backup) int {
+		if c := b.at.Compare(a.at); c != 0 {
+			return c
+		}
+		return strings.Compare(b.path, a.path)
+	})
+	out := make([]string, len(found))
+	for i, b := range found {
+		out[i] = b.path
 	}
 	return out
 }

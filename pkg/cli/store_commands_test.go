@@ -3,6 +3,9 @@ package cli
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -164,5 +167,33 @@ data/jobs.json.backup.20250708-120000     2025-07-08T12:00:00Z  100 B    -     n
 `
 	if out.String() != want {
 		t.Errorf("list:\n%s\nwant\n%s", out, want)
+	}
+}
+
+// Completion offers the files the store names as backups, newest first,
+// and nothing beside them.
+func TestCompleteBackupsByTheStoresRule(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if err := os.Mkdir("data", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{
+		"jobs.json.backup.20250709-120000", "jobs.json.backup.20250709-120000.sha256",
+		"jobs.json.backup.20250710-120000.gz", "jobs.json.backup.20250710-120000.gz.sha256",
+		"jobs.json.backup.20250711-120000.tmp", "jobs.json.backup.old", "jobs.json",
+	} {
+		if err := os.WriteFile(filepath.Join("data", name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ios, _, _, _ := TestStreams()
+	f := NewFactory(ios, nil)
+	f.DataDir = "data"
+	want := []string{filepath.Join("data", "jobs.json.backup.20250710-120000.gz"), filepath.Join("data", "jobs.json.backup.20250709-120000")}
+	if got := completeBackups(f, "data/"); !reflect.DeepEqual(got, want) {
+		t.Errorf("completion %q, want %q", got, want)
+	}
+	if got := completeBackups(f, "data/jobs.json.backup.20250709"); !reflect.DeepEqual(got, want[1:]) {
+		t.Errorf("completion of a prefix %q, want %q", got, want[1:])
 	}
 }

@@ -126,7 +126,7 @@ func repairs(problems []store.Problem, backups []store.BackupInfo) []repair {
 			snapshot = true
 		case base == store.JournalFile:
 			journal = true
-		case strings.HasPrefix(base, store.SnapshotFile+".backup.") && !seen[p.File]:
+		case isBackup(base) && !seen[p.File]:
 			seen[p.File] = true
 			badBackups = append(badBackups, p.File)
 		}
@@ -145,11 +145,22 @@ func repairs(problems []store.Problem, backups []store.BackupInfo) []repair {
 			repair{"secauto backup restore " + good, "or restores the backup you choose instead"})
 	}
 	for _, b := range badBackups {
-		p := relPath(strings.TrimSuffix(b, ".sha256"))
-		out = append(out, repair{fmt.Sprintf("rm %s %s.sha256", p, p), "a damaged backup cannot be repaired; remove it"})
+		p := relPath(b)
+		out = append(out, repair{fmt.Sprintf("rm %s %s", p, checksumFile(p)), "a damaged backup cannot be repaired; remove it"})
 	}
 	if len(badBackups) > 0 {
 		out = append(out, repair{"secauto backup create", "then write a fresh backup"})
 	}
 	return out
 }
+
+// isBackup reports whether a file's base name is a backup's, by the
+// store's rule.
+func isBackup(base string) bool {
+	_, ok := store.ParseBackupName(base)
+	return ok
+}
+
+// checksumFile names the .sha256 file beside a backup (SPEC §4), for the
+// operator to remove with it.
+func checksumFile(backup string) string { return backup + ".sha256" }
