@@ -3,7 +3,6 @@ package server
 import (
 	"encoding/json"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/secauto/secauto/pkg/store"
@@ -190,12 +189,8 @@ func newestBackupTime(dir string) time.Time {
 	}
 	var newest time.Time
 	for _, e := range ents {
-		rest, ok := strings.CutPrefix(e.Name(), store.SnapshotFile+".backup.")
-		if !ok || !e.Type().IsRegular() {
-			continue
-		}
-		t, err := time.Parse("20060102-150405", strings.TrimSuffix(rest, ".gz"))
-		if err == nil && t.After(newest) {
+		t, ok := store.ParseBackupName(e.Name())
+		if ok && e.Type().IsRegular() && t.After(newest) {
 			newest = t
 		}
 	}
