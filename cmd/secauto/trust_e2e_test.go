@@ -534,8 +534,13 @@ func TestVerifyBesideBackupsAndPruning(t *testing.T) {
 	dir := filepath.Join(work, "data")
 	cfg := writeConfig(t, work, "jobs:\n  backup_interval: 200ms\n  backup_keep: 1\n  snapshot_interval: 500ms\n")
 	d := startServe(t, dir, "--config", cfg)
-	// Some MiB of jobs, so that each verify and each backup takes a while.
-	submitMany(t, d, 400, func(i int) string { return paddedPlaybook(i, 16<<10) })
+	// Some MiB of jobs, so that each verify and each backup takes a while
+	// (less with the race detector, which slows both down by itself).
+	jobs, pad := 400, 16<<10
+	if raceBuild {
+		jobs, pad = 100, 4<<10
+	}
+	submitMany(t, d, jobs, func(i int) string { return paddedPlaybook(i, pad) })
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -657,7 +662,11 @@ func TestCleanupKilledIsAtomic(t *testing.T) {
 	cfg := writeConfig(t, work, "server:\n  shutdown_timeout: 200ms\n")
 
 	d := startServe(t, pristine, "--workers", "4", "--config", cfg)
-	submitMany(t, d, 400, func(i int) string { return paddedPlaybook(i, 512) })
+	n, tries := 400, 30
+	if raceBuild {
+		n, tries = 150, 15
+	}
+	submitMany(t, d, n, func(i int) string { return paddedPlaybook(i, 512) })
 	selected := map[string]bool{}
 	for id := range d.jobs() {
 		selected[id] = true
@@ -700,7 +709,7 @@ func TestCleanupKilledIsAtomic(t *testing.T) {
 	}
 
 	var all, none, missed, torn int
-	for try := range 30 {
+	for try := range tries {
 		dir := filepath.Join(work, fmt.Sprintf("try-%02d", try))
 		copyDir(t, pristine, dir)
 		snap, err := os.Stat(filepath.Join(dir, store.SnapshotFile))
