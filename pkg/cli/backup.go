@@ -342,12 +342,23 @@ func backupRestoreRun(opts *BackupRestoreOptions) error {
 // printRepairs reports what opening the data directory repaired.
 func printRepairs(w *errWriter, r store.OpenReport) {
 	if r.JournalTruncatedBytes > 0 {
-		w.printf("Cut %d bytes of damaged journal tail (kept in %s)\n", r.JournalTruncatedBytes, relPath(r.JournalCorruptPath))
+		w.printf("Cut %d bytes of damaged journal (kept in %s)\n", r.JournalTruncatedBytes, relPath(r.JournalCorruptPath))
 	}
 	if r.SnapshotCorruptPath != "" {
 		w.printf("Moved corrupt %s aside to %s\n", store.SnapshotFile, relPath(r.SnapshotCorruptPath))
 	}
-	if r.RestoredFrom != "" {
+	if r.RecordsCorruptPath != "" {
+		w.printf("Kept the damaged %s as %s and rebuilt it\n", store.RecordsFile, relPath(r.RecordsCorruptPath))
+	}
+	switch {
+	case len(r.RestoredJobs) > 0:
+		for _, id := range r.RestoredJobs {
+			w.printf("Took job %s from %s\n", id, relPath(r.RestoredFrom))
+		}
+	case r.RestoredFrom != "":
 		w.printf("Restored the snapshot from %s\n", relPath(r.RestoredFrom))
+	}
+	for _, id := range r.LostJobs {
+		w.printf("Lost job %s: its newest state was in the damaged bytes and no verified backup holds it\n", id)
 	}
 }

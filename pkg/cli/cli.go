@@ -99,12 +99,13 @@ func exitCode(err error) int {
 		ue     *usageError
 		ce     *configError
 		locked *store.LockedError
+		dirErr *store.DirError
 		cerrs  config.Errors
 	)
 	switch {
 	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &cerrs), isUsage(err):
 		return ExitUsage
-	case errors.As(err, &locked):
+	case errors.As(err, &locked), errors.As(err, &dirErr):
 		return ExitUsage
 	}
 	return ExitFailure

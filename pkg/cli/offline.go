@@ -69,6 +69,10 @@ func (a *offlineAdmin) openStore(mode lockMode) (*store.Store, error) {
 		Logger: slog.New(slog.DiscardHandler),
 		Now:    a.now,
 	}
+	// A job the daemon was allowed to store must stay writable here.
+	if cfg, err := a.config(); err == nil {
+		opts.MaxJobBytes = int(cfg.Jobs.MaxJobBytes)
+	}
 	if mode != readOnly {
 		host, _ := os.Hostname()
 		opts.Owner = store.Owner{
@@ -87,8 +91,9 @@ func (a *offlineAdmin) openStore(mode lockMode) (*store.Store, error) {
 		return nil, locked
 	}
 	var corrupt *store.CorruptError
-	if errors.As(err, &corrupt) {
-		return nil, err // it names the file and what to do
+	var unusable *store.DirError
+	if errors.As(err, &corrupt) || errors.As(err, &unusable) {
+		return nil, err // it names the file or directory and what to do
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot open data directory %s: %w", a.dir, err)

@@ -88,6 +88,7 @@ func serveOptions(opts *ServeOptions, cfg *config.Config, dir string) (server.Op
 		Store: store.Options{
 			Dir:              dir,
 			SnapshotInterval: cfg.Jobs.SnapshotInterval.Duration(),
+			MaxJobBytes:      int(cfg.Jobs.MaxJobBytes),
 		},
 		Address:         cfg.Server.Address,
 		Port:            cfg.Server.Port,

@@ -34,7 +34,7 @@ problem: data/jobs.json.backup.20250709-120000: checksum mismatch
 2 problems found (3 jobs, 1 journal record, 2 backups)
 To repair:
   secauto recover
-      cuts a damaged journal tail and replaces an unusable jobs.json with the newest backup that verifies
+      cuts damaged journal records and takes damaged or unusable jobs from the newest backup that verifies
   secauto backup restore data/jobs.json.backup.20250709-130000
       or restores the backup you choose instead
   rm data/jobs.json.backup.20250709-120000 data/jobs.json.backup.20250709-120000.sha256

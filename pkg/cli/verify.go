@@ -141,7 +141,7 @@ func repairs(problems []store.Problem, backups []store.BackupInfo) []repair {
 	var out []repair
 	if snapshot || journal {
 		out = append(out,
-			repair{"secauto recover", "cuts a damaged journal tail and replaces an unusable jobs.json with the newest backup that verifies"},
+			repair{"secauto recover", "cuts damaged journal records and takes damaged or unusable jobs from the newest backup that verifies"},
 			repair{"secauto backup restore " + good, "or restores the backup you choose instead"})
 	}
 	for _, b := range badBackups {

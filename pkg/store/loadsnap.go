@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 
 	"github.com/secauto/secauto/pkg/fsys"
@@ -130,7 +131,7 @@ func (l *loader) replaceSnapshot(reason error) error {
 	l.st.report.RestoredFrom = path
 	l.st.report.SnapshotJobs = len(jobs)
 	if !l.repair {
-		l.st.problems[len(l.st.problems)-1].Message += fmt.Sprintf("; it would be moved aside and %s restored", path)
+		l.st.problems[len(l.st.problems)-1].Message += fmt.Sprintf("; it would be moved aside and %s restored", filepath.Base(path))
 		return nil
 	}
 	aside, err := moveAside(l.fs, spath, l.now)

@@ -46,7 +46,7 @@ func acquireLock(dir string, o Owner) (*dirLock, error) {
 	l := &dirLock{fl: fl, dir: dir}
 	if err := l.writeOwner(fillOwner(o)); err != nil {
 		fl.Unlock()
-		return nil, err
+		return nil, &DirError{Path: dir, Err: err}
 	}
 	return l, nil
 }
@@ -157,7 +157,7 @@ func Locked(dir string) (bool, Owner, error) {
 	}
 	ok, err := fl.TryRLock()
 	if err != nil {
-		return false, Owner{}, err
+		return false, Owner{}, &DirError{Path: dir, Err: err}
 	}
 	if ok {
 		fl.Unlock()

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -220,6 +221,7 @@ func (s *Store) load() error {
 func problemStrings(ps []Problem) []string {
 	var out []string
 	for _, p := range ps {
+		p.File = filepath.Base(p.File)
 		out = append(out, p.String())
 	}
 	return out
