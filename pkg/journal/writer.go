@@ -45,10 +45,10 @@ type Writer struct {
 	kick chan struct{}
 	exit chan struct{}
 
-	mu      sync.Mutex
-	cur     *batch
-	cuts    []*cutReq
-	size    int64 // durable length, raised after OnCommit
+	mu   sync.Mutex
+	cur  *batch
+	cuts []*cutReq
+	size int64 // durable length, raised after OnCommit
 	// base is the Position of the first byte after the header: positions
 	// count every byte ever appended, so they survive a Cut unchanged.
 	base    int64
