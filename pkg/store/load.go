@@ -85,6 +85,13 @@ func fillV1Keys(scan *journal.Scan) {
 // newest record was lost.
 func (l *loader) journal(scan *journal.Scan) error {
 	if len(scan.Damage) == 0 {
+		if scan.Version == 1 && l.repair {
+			// Written by an earlier release: rewritten in the current
+			// format, records and all, before anything is appended.
+			if _, err := journal.Repair(l.fs, l.path(JournalFile), scan, l.now); err != nil {
+				return fmt.Errorf("upgrade %s: %w", l.path(JournalFile), err)
+			}
+		}
 		return nil
 	}
 	var cut int64

@@ -2,7 +2,9 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"slices"
@@ -363,4 +365,50 @@ func TestNewDataDirectoryModes(t *testing.T) {
 		t.Fatalf("data directory mode %v", st.Mode().Perm())
 	}
 	checkFileModes(t, dir)
+}
+
+// A journal written by the release before the current format (SAJRNL01)
+// is read, and rewritten in the current format on the first writable open.
+func TestOldJournalFormatIsUpgraded(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(dir, 0o700)
+	a, b := newJob(1), newJob(2)
+	a.ID, b.ID = "0190a000-0000-7000-8000-000000000001", "0190a000-0000-7000-8000-000000000002"
+	a.Status, b.Status = job.Pending, job.Pending
+	a.CreatedAt, b.CreatedAt = time.Now().UTC(), time.Now().UTC()
+	v1 := []byte("SAJRNL01")
+	record := func(kind byte, body []byte) {
+		var hdr [8]byte
+		binary.LittleEndian.PutUint32(hdr[:4], uint32(len(body)+1))
+		crc := crc32.Update(0, crcTable, hdr[:4])
+		crc = crc32.Update(crc, crcTable, []byte{kind})
+		crc = crc32.Update(crc, crcTable, body)
+		binary.LittleEndian.PutUint32(hdr[4:], crc)
+		v1 = append(append(append(v1, hdr[:]...), kind), body...)
+	}
+	for _, j := range []*job.Job{a, b} {
+		raw, _ := job.AppendJSON(nil, j)
+		record('P', raw)
+	}
+	record('D', []byte(b.ID))
+	os.WriteFile(filepath.Join(dir, JournalFile), v1, 0o600)
+
+	if v, err := Verify(dir); err != nil || !v.OK || v.Journal != 3 {
+		t.Fatalf("verify of an old journal: %v %+v", err, v)
+	}
+	s := openT(t, dir)
+	if got := state(t, s); len(got) != 1 || got[a.ID] != job.Pending {
+		t.Fatalf("state %v", got)
+	}
+	mustCreate(t, s, newJob(3))
+	abandon(s)
+	data, _ := os.ReadFile(filepath.Join(dir, JournalFile))
+	if !bytes.HasPrefix(data, []byte("SAJRNL02")) {
+		t.Fatalf("journal not upgraded: %q", data[:8])
+	}
+	s = openT(t, dir)
+	defer s.Close()
+	if got := state(t, s); len(got) != 2 {
+		t.Fatalf("after upgrade and restart: %v", got)
+	}
 }
