@@ -70,7 +70,8 @@ func (l *loader) loadJobs(scan *journal.Scan) error {
 		}
 		l.st.report.SnapshotCorruptPath = aside
 		l.st.rewrite = true
-		l.log.Warn("damaged jobs in snapshot", "file", spath, "jobs", len(bad), "copy_kept_in", aside)
+		l.log.Warn("damaged jobs in snapshot", "file", spath, "jobs", len(bad), "job_ids", firstN(bad, 20),
+			"restored_from", l.st.report.RestoredFrom, "lost_jobs", l.st.report.LostJobs, "copy_kept_in", aside)
 	}
 	return nil
 }
@@ -142,4 +143,12 @@ func (l *loader) replaceSnapshot(reason error) error {
 	l.st.rewrite = true
 	l.log.Warn("unusable snapshot moved aside", "file", spath, "moved_to", aside, "restored_from", path, "jobs", len(jobs))
 	return nil
+}
+
+// firstN keeps a log record bounded however much was damaged.
+func firstN(ids []string, n int) []string {
+	if len(ids) > n {
+		return append(ids[:n:n], fmt.Sprintf("and %d more", len(ids)-n))
+	}
+	return ids
 }

@@ -27,6 +27,9 @@ type dirLock struct {
 // who it is.
 func acquireLock(dir string, o Owner) (*dirLock, error) {
 	lpath := filepath.Join(dir, LockFile)
+	if st, err := os.Lstat(lpath); err == nil && st.Mode()&os.ModeSymlink != 0 {
+		return nil, &DirError{Path: dir, Err: fmt.Errorf("%s is a symbolic link", lpath)}
+	}
 	fl := flock.New(lpath, flock.SetPermissions(fileMode))
 	// Locked probes the lock with a shared lock held for an instant; a
 	// short retry keeps such a probe from turning a writer away.
