@@ -239,7 +239,9 @@ func checkSum(fsy fsys.FS, path string, data []byte, required bool) error {
 	side, err := fsy.ReadFile(path + checksumSuffix)
 	if errors.Is(err, fs.ErrNotExist) {
 		if required {
-			return fmt.Errorf("checksum file %s is missing", filepath.Base(path)+checksumSuffix)
+			// Wrapped, so that a backup pruned while it is read is told
+			// apart from one that never had its checksum.
+			return fmt.Errorf("checksum file %s is missing: %w", filepath.Base(path)+checksumSuffix, err)
 		}
 		return nil
 	}
