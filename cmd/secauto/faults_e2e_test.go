@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/secauto/secauto/pkg/job"
-	"github.com/secauto/secauto/pkg/store"
 )
 
 // The tests in this file need what only root can set up: a small tmpfs to
@@ -60,49 +59,6 @@ func fillDisk(t *testing.T, dir string) string {
 		t.Fatalf("the disk is not full after writing the ballast: %v", err)
 	}
 	return p
-}
-
-// startServeReads is startServe for a daemon that may not be able to
-// write: it is ready once GET /jobs answers 200, whatever /health says.
-func startServeReads(t *testing.T, dataDir string, args ...string) *daemon {
-	t.Helper()
-	cmd := secautoCmd(t, append([]string{"serve", "--port", "0", "--data-dir", dataDir}, args...)...)
-	d := &daemon{t: t, cmd: cmd, dir: dataDir, out: &lockedBuffer{}, exited: make(chan struct{}),
-		client: &http.Client{Timeout: 30 * time.Second}}
-	cmd.Stdout, cmd.Stderr = d.out, d.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.err = cmd.Wait(); close(d.exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-d.exited:
-		default:
-			cmd.Process.Kill()
-			<-d.exited
-		}
-		if t.Failed() {
-			t.Logf("serve output:\n%s", d.out.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-d.exited:
-			t.Fatalf("serve exited before it was ready: %v\n%s", d.err, d.out.String())
-		default:
-		}
-		if o, err := store.ReadOwner(dataDir); err == nil && o.PID == cmd.Process.Pid && o.Address != "" {
-			d.url = "http://" + o.Address
-			if code, _, err := d.do("GET", "/jobs", ""); err == nil && code == http.StatusOK {
-				return d
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not answer GET /jobs\n%s", d.out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // A full disk refuses submissions with 507, keeps every acknowledged job
@@ -179,7 +135,7 @@ func TestDiskFull(t *testing.T) {
 	// serves reads.
 	fillDisk(t, mnt)
 	d.stop(syscall.SIGKILL)
-	d2 := startServeReads(t, dir)
+	d2 := startServeUntil(t, dir, "/jobs")
 	jobs := d2.jobs()
 	for _, id := range acked {
 		if _, ok := jobs[id]; !ok {

@@ -101,6 +101,13 @@ func secautoCmd(t *testing.T, args ...string) *exec.Cmd {
 // file names its address and /health answers.
 func startServe(t *testing.T, dataDir string, args ...string) *daemon {
 	t.Helper()
+	return startServeUntil(t, dataDir, "/health", args...)
+}
+
+// startServeUntil is startServe ready once path answers 200: a daemon that
+// cannot write (a full disk) answers reads while /health does not.
+func startServeUntil(t *testing.T, dataDir, path string, args ...string) *daemon {
+	t.Helper()
 	cmd := secautoCmd(t, append([]string{"serve", "--port", "0", "--data-dir", dataDir}, args...)...)
 	d := &daemon{t: t, cmd: cmd, dir: dataDir, out: &lockedBuffer{}, exited: make(chan struct{}),
 		client: &http.Client{Timeout: 30 * time.Second}}
@@ -130,15 +137,12 @@ func startServe(t *testing.T, dataDir string, args ...string) *daemon {
 		}
 		if o, err := store.ReadOwner(dataDir); err == nil && o.PID == cmd.Process.Pid && o.Address != "" {
 			d.url = "http://" + o.Address
-			if resp, err := d.client.Get(d.url + "/health"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return d
-				}
+			if code, _, err := d.do("GET", path, ""); err == nil && code == http.StatusOK {
+				return d
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("serve did not become ready\n%s", d.out.String())
+			t.Fatalf("serve did not answer GET %s\n%s", path, d.out.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
