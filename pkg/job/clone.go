@@ -21,6 +21,7 @@ func (j *Job) Clone() *Job {
 		}
 	}
 	c.Context = cloneMap(j.Context)
+	c.SubmittedContext = cloneMap(j.SubmittedContext)
 	if j.Results != nil {
 		c.Results = make([]Result, len(j.Results))
 		for i, r := range j.Results {

@@ -21,8 +21,8 @@ import (
 //     one: AppendJSON writes null for a nil one), for started_at and
 //     completed_at (unset, as the job format allows), for a step's params,
 //     timeout and continue_on_error, a result's output and completed_at,
-//     and for on_interrupt, max_attempts and attempts (all omitted when
-//     unset);
+//     and for on_interrupt, max_attempts, attempts and submitted_context
+//     (all omitted when unset);
 //   - an absent error, on a job or a result (no error);
 //   - keys it does not know, which it ignores, as earlier releases did:
 //     the job format welcomes extra fields, and a newer release's job must
@@ -75,6 +75,13 @@ func Decode(raw []byte) (*Job, error) {
 			j.MaxAttempts, err = integer(v, key)
 		case "attempts":
 			j.Attempts, err = integer(v, key)
+		case "submitted_context":
+			if v[0] != 'n' {
+				if v[0] != '{' {
+					return invalid("submitted_context must be an object, not %s", kind(v))
+				}
+				err = json.Unmarshal(v, &j.SubmittedContext)
+			}
 		}
 		return err
 	})

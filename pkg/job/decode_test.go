@@ -44,7 +44,8 @@ func step(m map[string]any, i int) map[string]any {
 }
 
 func TestDecodeRoundTrip(t *testing.T) {
-	for _, j := range []*Job{goodJob(), {ID: "p", Status: Pending, CreatedAt: time.Unix(1, 0).UTC()}} {
+	for _, j := range []*Job{goodJob(), {ID: "p", Status: Pending, CreatedAt: time.Unix(1, 0).UTC()},
+		{ID: "e", Status: Pending, CreatedAt: time.Unix(1, 0).UTC(), SubmittedContext: map[string]any{}}} {
 		raw, err := AppendJSON(nil, j)
 		if err != nil {
 			t.Fatal(err)
@@ -101,6 +102,7 @@ func TestDecodeRefuses(t *testing.T) {
 		{"playbook object", func(m map[string]any) { m["playbook"] = map[string]any{} }, "playbook must be an array"},
 		{"context array", func(m map[string]any) { m["context"] = []any{} }, "context must be an object"},
 		{"context string", func(m map[string]any) { m["context"] = "x" }, "context must be an object"},
+		{"submitted_context array", func(m map[string]any) { m["submitted_context"] = []any{} }, "submitted_context must be an object"},
 		{"error null", func(m map[string]any) { m["error"] = nil }, "error must be a string"},
 		{"error on completed", func(m map[string]any) { m["status"] = "completed" }, "error is set on a completed job"},
 		{"created_at words", func(m map[string]any) { m["created_at"] = "yesterday" }, `created_at "yesterday" is not an RFC 3339 time`},

@@ -86,6 +86,12 @@ func AppendJSON(b []byte, j *Job) ([]byte, error) {
 		b = append(b, `,"attempts":`...)
 		b = strconv.AppendInt(b, int64(j.Attempts), 10)
 	}
+	if j.SubmittedContext != nil {
+		b = append(b, `,"submitted_context":`...)
+		if b, err = appendMap(b, j.SubmittedContext); err != nil {
+			return nil, err
+		}
+	}
 	return append(b, '}'), nil
 }
 

@@ -23,11 +23,12 @@ func sampleJob() *Job {
 		},
 		Error: "step \"note\" failed: boom", CreatedAt: t0, StartedAt: &t0, CompletedAt: &t1,
 		OnInterrupt: OnInterruptRetry, MaxAttempts: 4, Attempts: 2,
+		SubmittedContext: map[string]any{"ip": "10.0.0.1", "list": []any{"<&>"}},
 	}
 }
 
 func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
-	for _, j := range []*Job{sampleJob(), {ID: "x", Status: Pending}, {ID: "y", Context: map[string]any{}, Playbook: []Step{}, Results: []Result{}}} {
+	for _, j := range []*Job{sampleJob(), {ID: "x", Status: Pending}, {ID: "y", Context: map[string]any{}, Playbook: []Step{}, Results: []Result{}, SubmittedContext: map[string]any{}}} {
 		want, err := json.Marshal(j)
 		if err != nil {
 			t.Fatal(err)
@@ -49,7 +50,7 @@ func FuzzAppendJSON(f *testing.F) {
 		if json.Unmarshal([]byte(ctx), &c) != nil {
 			return
 		}
-		j := &Job{ID: s, Status: Status(s), Context: c, Error: s, Playbook: []Step{{Name: s, Params: c}}}
+		j := &Job{ID: s, Status: Status(s), Context: c, Error: s, Playbook: []Step{{Name: s, Params: c}}, SubmittedContext: c}
 		want, err := json.Marshal(j)
 		if err != nil {
 			return // encoding/json refuses it too (NaN cannot come from JSON, but keep the guard)

@@ -107,6 +107,13 @@ type Job struct {
 	MaxAttempts int `json:"max_attempts,omitempty"`
 	// Attempts counts how often the job has been started.
 	Attempts int `json:"attempts,omitempty"`
+	// SubmittedContext is the context as submitted, kept from the first
+	// start on because set steps change Context: a retried attempt and a
+	// rerun must begin from what the operator sent, not from what an
+	// interrupted attempt left. Nil for a job that never started (its
+	// Context is still the submitted one) and for jobs of earlier
+	// releases; an empty submitted context is kept as an empty map.
+	SubmittedContext map[string]any `json:"submitted_context,omitzero"`
 }
 
 // ErrTransition is returned for a state change the lifecycle forbids.
@@ -125,10 +132,21 @@ func CanTransition(from, to Status) bool {
 	return false
 }
 
-// Start moves a pending job to running and counts the attempt.
+// Start moves a pending job to running and counts the attempt. The first
+// start keeps a copy of the context as SubmittedContext, in the same write
+// that marks the job running, so it is durable before any step changes the
+// context.
 func (j *Job) Start(now time.Time) error {
 	if err := j.check(Running); err != nil {
 		return err
+	}
+	if j.SubmittedContext == nil && j.Attempts == 0 {
+		// Only before the first attempt is Context surely the submitted
+		// one; a job of an earlier release that already ran keeps none.
+		j.SubmittedContext = cloneMap(j.Context)
+		if j.SubmittedContext == nil {
+			j.SubmittedContext = map[string]any{}
+		}
 	}
 	// A wall clock stepped back between creation and start must not write
 	// a history that runs backwards, which Validate would then refuse.
@@ -163,7 +181,10 @@ func (j *Job) Finish(to Status, errMsg string, now time.Time) error {
 }
 
 // Requeue moves a running job back to pending, as recovery does for jobs
-// submitted with on_interrupt "retry". The attempt counter is kept.
+// submitted with on_interrupt "retry". The attempt counter is kept. The
+// context goes back to the submitted one and the results are cleared: the
+// next attempt runs the playbook from its first step, so what the
+// interrupted attempt's set steps wrote must not leak into it.
 func (j *Job) Requeue() error {
 	if err := j.check(Pending); err != nil {
 		return err
@@ -172,7 +193,25 @@ func (j *Job) Requeue() error {
 	j.StartedAt = nil
 	j.Results = nil
 	j.Error = ""
+	if j.SubmittedContext != nil {
+		j.Context = cloneMap(j.SubmittedContext)
+	}
 	return nil
+}
+
+// OriginalContext returns a copy of the context the job was submitted
+// with: SubmittedContext once the job has started, else its Context, which
+// nothing has changed yet. A job of an earlier release that ran has no
+// record of it; its current context is the best there is.
+func (j *Job) OriginalContext() map[string]any {
+	if j.SubmittedContext != nil {
+		return cloneMap(j.SubmittedContext)
+	}
+	c := cloneMap(j.Context)
+	if c == nil {
+		c = map[string]any{}
+	}
+	return c
 }
 
 // AttemptsLeft reports whether a retry-on-interrupt job may be started again.

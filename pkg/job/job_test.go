@@ -3,6 +3,7 @@ package job
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +52,59 @@ func TestRequeueAndAttempts(t *testing.T) {
 	j.MaxAttempts = 5
 	if !j.AttemptsLeft() {
 		t.Fatal("max_attempts 5 ignored")
+	}
+}
+
+// A set step of an interrupted attempt must not leak into the next one,
+// even when the submitted context was empty.
+func TestRequeueRestoresTheSubmittedContext(t *testing.T) {
+	now := time.Now()
+	for _, submitted := range []map[string]any{{"ip": "10.0.0.1", "nested": map[string]any{"a": 1.0}}, {}} {
+		j := &Job{ID: "a", Status: Pending, CreatedAt: now, OnInterrupt: OnInterruptRetry, Context: submitted}
+		want := j.OriginalContext()
+		if err := j.Start(now); err != nil {
+			t.Fatal(err)
+		}
+		j.Context["verdict"] = "block"
+		if n, ok := j.Context["nested"].(map[string]any); ok {
+			n["a"] = 2.0
+		}
+		j.Results = []Result{{Step: "s", Action: "set", Status: StepOK, StartedAt: now}}
+		// What the store writes and reads back must carry it too.
+		raw, err := AppendJSON(nil, j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j, err = Decode(raw); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.Requeue(); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(j.Context, want) || j.Results != nil {
+			t.Fatalf("after requeue context %v results %v, want context %v and no results", j.Context, j.Results, want)
+		}
+		if !reflect.DeepEqual(j.OriginalContext(), want) {
+			t.Fatalf("original context %v, want %v", j.OriginalContext(), want)
+		}
+		// The second start keeps the first record: Context is the submitted one
+		// again, but a job of an earlier release would not know that.
+		if err := j.Start(now); err != nil || !reflect.DeepEqual(j.SubmittedContext, want) {
+			t.Fatalf("second start: %v %v", err, j.SubmittedContext)
+		}
+	}
+}
+
+// A job that ran under an earlier release has no submitted context; its
+// current one is kept rather than a guess recorded.
+func TestRequeueWithoutSubmittedContext(t *testing.T) {
+	now := time.Now()
+	j := &Job{ID: "a", Status: Running, CreatedAt: now, StartedAt: &now, Attempts: 1, Context: map[string]any{"x": "y"}}
+	if err := j.Requeue(); err != nil || j.Context["x"] != "y" {
+		t.Fatalf("%v %v", err, j.Context)
+	}
+	if err := j.Start(now); err != nil || j.SubmittedContext != nil {
+		t.Fatalf("a later start recorded %v as submitted: %v", j.SubmittedContext, err)
 	}
 }
 
