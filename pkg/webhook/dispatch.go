@@ -28,8 +28,9 @@ type Dispatcher struct {
 	Logger *slog.Logger
 	Now    func() time.Time
 	// MinBackoff and MaxBackoff bound the delay before a retry (defaults
-	// 1s and 5m; each failure doubles it, with jitter). MaxAge drops an
-	// event that no attempt delivered for this long (default 72h).
+	// 1s and 5m; each failure doubles it, with jitter). MaxAge moves an
+	// event that no attempt delivered for this long (default 72h) to the
+	// dead letters.
 	MinBackoff, MaxBackoff, MaxAge time.Duration
 	// PerEndpoint is how many deliveries may be in flight to one endpoint.
 	PerEndpoint int
@@ -148,11 +149,15 @@ func (d *Dispatcher) dispatch(ctx context.Context) time.Time {
 		}
 		ep, ok := d.endpoint(it.URL)
 		if !ok {
-			d.drop(r.Key, it, "its endpoint is no longer configured")
+			d.bury(r.Key, it, now, "its endpoint is no longer configured")
 			continue
 		}
-		if now.Sub(it.CreatedAt) > d.MaxAge {
-			d.drop(r.Key, it, fmt.Sprintf("undelivered for longer than %s (last error: %s)", d.MaxAge, it.LastError))
+		if now.Sub(it.since()) > d.MaxAge {
+			why := fmt.Sprintf("undelivered for longer than %s", d.MaxAge)
+			if it.LastError != "" {
+				why += " (last error: " + it.LastError + ")"
+			}
+			d.bury(r.Key, it, now, why)
 			continue
 		}
 		if it.NextAt.After(now) || d.busy[it.URL] >= d.PerEndpoint {
@@ -183,13 +188,21 @@ func (d *Dispatcher) endpoint(url string) (Endpoint, bool) {
 	return Endpoint{}, false
 }
 
-// drop removes an event that will never be delivered, loudly. Called with
+// bury moves an event no attempt will deliver to the dead letters, in one
+// durable write, so it is neither lost nor retried for ever. Called with
 // d.mu held.
-func (d *Dispatcher) drop(key string, it *item, why string) {
-	d.Logger.Error("webhook event dropped", "event", it.Event, "event_id", it.EventID, "url", redactURL(it.URL), "reason", why)
-	if err := d.Store.PutRecords(store.Record{Key: key}); err != nil {
-		d.Logger.Error("could not remove dropped webhook event", "event_id", it.EventID, "err", err.Error())
+func (d *Dispatcher) bury(key string, it *item, now time.Time, why string) {
+	recs, err := deadLetterRecords(key, it, now, why)
+	if err == nil {
+		err = d.Store.PutRecords(recs...)
 	}
+	if err != nil {
+		// It stays in the outbox and the next scan tries again.
+		d.Logger.Error("could not move an undeliverable webhook event to the dead letters", "event_id", it.EventID, "err", err.Error())
+		return
+	}
+	d.Logger.Error("webhook event dead-lettered; see 'secauto webhooks list' and 'secauto webhooks retry'",
+		"event", it.Event, "event_id", it.EventID, "url", redactURL(it.URL), "attempts", it.Attempts, "reason", why)
 	delete(d.cache, key)
 }
 

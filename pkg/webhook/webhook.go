@@ -7,6 +7,9 @@
 // ideally in the same durable write as the job change that caused it
 // (store.UpdateWith), so it can be neither lost nor sent for a change that
 // did not happen. Delivery removes the record; a failure reschedules it.
+// An event no attempt delivered within the dispatcher's MaxAge, or whose
+// endpoint left the configuration, becomes a dead letter (dead.go): kept
+// in the store until an operator sends it again or clears it.
 package webhook
 
 import (
@@ -89,11 +92,27 @@ type item struct {
 	Attempts  int             `json:"attempts"`
 	NextAt    time.Time       `json:"next_attempt_at"`
 	LastError string          `json:"last_error,omitempty"`
+	// RetriedAt is when an operator sent the event again from the dead
+	// letters; the age limit counts from then, or the retry would expire
+	// at once.
+	RetriedAt *time.Time `json:"retried_at,omitempty"`
 }
 
-func itemKey(eventID, url string) string {
+// since is when the event's current run of attempts began.
+func (it *item) since() time.Time {
+	if it.RetriedAt != nil {
+		return *it.RetriedAt
+	}
+	return it.CreatedAt
+}
+
+func itemKey(eventID, url string) string { return recordPrefix + deliveryID(eventID, url) }
+
+// deliveryID names one event's delivery to one endpoint: the event id and
+// a short hash of the url, which may hold a token and so is not shown.
+func deliveryID(eventID, url string) string {
 	h := sha256.Sum256([]byte(url))
-	return recordPrefix + eventID + "/" + hex.EncodeToString(h[:6])
+	return eventID + "/" + hex.EncodeToString(h[:6])
 }
 
 // Outbox turns events into store records for the endpoints that want them.
@@ -182,20 +201,26 @@ func Pending(s *store.Store) int {
 	return len(s.Records(recordPrefix))
 }
 
-// Check reports outbox records that do not decode, for verify.
+// Check reports outbox records and dead letters that do not decode, for
+// verify.
 func Check(recs []store.Record) []string {
 	var problems []string
 	for _, r := range recs {
-		if !strings.HasPrefix(r.Key, recordPrefix) {
+		what := "outbox record"
+		switch {
+		case strings.HasPrefix(r.Key, recordPrefix):
+		case strings.HasPrefix(r.Key, deadPrefix):
+			what = "webhook dead letter"
+		default:
 			continue
 		}
 		var it item
 		if err := json.Unmarshal(r.Value, &it); err != nil {
-			problems = append(problems, fmt.Sprintf("outbox record %s: %v", r.Key, err))
+			problems = append(problems, fmt.Sprintf("%s %s: %v", what, r.Key, err))
 			continue
 		}
 		if it.URL == "" || it.Event == "" || !json.Valid(it.Body) {
-			problems = append(problems, fmt.Sprintf("outbox record %s: missing url, event or body", r.Key))
+			problems = append(problems, fmt.Sprintf("%s %s: missing url, event or body", what, r.Key))
 		}
 	}
 	return problems

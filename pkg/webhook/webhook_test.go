@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -203,22 +204,27 @@ func TestSlowEndpointDoesNotHoldUpOthers(t *testing.T) {
 	}
 }
 
-func TestUnconfiguredEndpointIsDropped(t *testing.T) {
+func TestUnconfiguredEndpointIsDeadLettered(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	defer s.Close()
-	ob := NewOutbox([]Endpoint{{URL: "http://127.0.0.1:1/gone"}}, nil)
+	ob := NewOutbox([]Endpoint{{URL: "http://user:pw@127.0.0.1:1/gone?token=t"}}, nil)
 	ob.Enqueue(s, Event{Event: StoreRestored})
 	if Pending(s) != 1 {
 		t.Fatal("not queued")
 	}
 	stop := start(t, &Dispatcher{Store: s})
 	defer stop()
-	waitFor(t, func() bool { return Pending(s) == 0 })
+	waitFor(t, func() bool { return Pending(s) == 0 && DeadLetters(s) == 1 })
+	l := List(s)
+	if len(l) != 1 || l[0].State != StateDead || !strings.Contains(l[0].Reason, "no longer configured") || strings.Contains(l[0].URL, "pw") || strings.Contains(l[0].URL, "token") {
+		t.Fatalf("dead letters %+v", l)
+	}
 }
 
 func TestCheck(t *testing.T) {
-	probs := Check([]store.Record{{Key: "webhook/x", Value: []byte(`{"event":"job.failed"}`)}, {Key: "other", Value: []byte(`1`)}})
-	if len(probs) != 1 {
+	probs := Check([]store.Record{{Key: "webhook/x", Value: []byte(`{"event":"job.failed"}`)}, {Key: "other", Value: []byte(`1`)},
+		{Key: "webhook-dead/y", Value: []byte(`[]`)}})
+	if len(probs) != 2 {
 		t.Fatalf("%v", probs)
 	}
 }
