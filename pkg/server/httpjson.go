@@ -64,34 +64,37 @@ func badRequest(format string, args ...any) *apiError {
 }
 
 // decodeJSON reads exactly one JSON value from the body into v, refusing
-// unknown fields and bodies above max bytes (413).
+// unknown fields and bodies above max bytes (413). A 413 closes the
+// connection after the answer: the rest of such a body is not worth
+// reading beyond what instrument drains so that the client gets the answer.
 func decodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) *apiError {
 	if r.ContentLength > max {
-		return tooLarge(max)
+		return tooLarge(w, max)
 	}
 	body := http.MaxBytesReader(w, r.Body, max)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeError(err, max)
+		return decodeError(w, err, max)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return tooLarge(max)
+			return tooLarge(w, max)
 		}
 		return badRequest("request body must hold a single JSON object")
 	}
 	return nil
 }
 
-func tooLarge(max int64) *apiError {
+func tooLarge(w http.ResponseWriter, max int64) *apiError {
+	w.Header().Set("Connection", "close")
 	return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes; send a smaller playbook or raise server.max_body_bytes", max)}
 }
 
 // decodeError turns a json decoding error into a message that names the
 // problem in the request, without echoing its content.
-func decodeError(err error, max int64) *apiError {
+func decodeError(w http.ResponseWriter, err error, max int64) *apiError {
 	var (
 		mbe  *http.MaxBytesError
 		syn  *json.SyntaxError
@@ -100,7 +103,7 @@ func decodeError(err error, max int64) *apiError {
 	)
 	switch {
 	case errors.As(err, &mbe):
-		return tooLarge(max)
+		return tooLarge(w, max)
 	case errors.Is(err, io.EOF):
 		return badRequest("request body is empty; send a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -181,11 +184,15 @@ func (rw *recorder) Write(p []byte) (int, error) {
 
 func (rw *recorder) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
 
-// instrument counts every request by route and status.
+// instrument counts every request by route and status, and drains what a
+// handler left unread of a body (drain.go), so that an early answer such
+// as 413 or 401 reaches the client.
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := &recorder{ResponseWriter: w, r: r}
+		tb := trackBody(r)
 		next.ServeHTTP(rw, r)
+		drain(rw, r, tb)
 		code := rw.code
 		if code == 0 {
 			code = http.StatusOK
