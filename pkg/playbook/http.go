@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/secauto/secauto/pkg/job"
@@ -243,7 +244,7 @@ func runHTTP(ctx context.Context, r *Runner, p map[string]any, data map[string]a
 	}
 
 	target := hp.method + " " + redact(u)
-	resp, err := r.client().Do(req)
+	resp, err := stepClient(r).Do(req)
 	if err != nil {
 		return outcome{}, requestError(ctx, reqCtx, target, timeout, err)
 	}
@@ -276,6 +277,81 @@ func runHTTP(ctx context.Context, r *Runner, p map[string]any, data map[string]a
 		return outcome{output: out}, fmt.Errorf("%s answered %s; list the status in allow_status to accept it", target, resp.Status)
 	}
 	return outcome{output: out}, nil
+}
+
+// defaultPolicy serves a Runner without a Client, so that a zero Runner is
+// as guarded as a configured one.
+var defaultPolicy = sync.OnceValue(func() *HTTPPolicy {
+	p, err := NewHTTPPolicy(HTTPPolicyConfig{})
+	if err != nil {
+		panic(err) // the empty configuration has nothing to reject
+	}
+	return p
+})
+
+func stepClient(r *Runner) *http.Client {
+	if r.Client != nil {
+		return r.Client
+	}
+	return defaultPolicy().Client()
+}
+
+// checkRedirect keeps the step's headers with the origin it addressed.
+// net/http drops only Authorization and cookies when the host changes, and
+// keeps them across a change of port or scheme, while playbooks carry API
+// keys in headers of their own (X-Api-Key) and in the query string, which
+// net/http repeats to the next host as the Referer.
+//
+// Once a chain has left the original origin the headers stay off, even if
+// it comes back: the path it comes back to was chosen by the other host.
+// A redirect from https to plain http is refused rather than followed
+// without headers, since the step asked for a protected channel. A
+// cross-origin 307 or 308 would resend the body, which may hold secrets
+// too, so it is refused.
+func (p *HTTPPolicy) checkRedirect(req *http.Request, via []*http.Request) error {
+	if p.maxRedirects < 0 {
+		return http.ErrUseLastResponse
+	}
+	prev := via[len(via)-1]
+	if len(via) > p.maxRedirects {
+		return fmt.Errorf("stopped after %d redirects; the redirect to %s was not followed", p.maxRedirects, redact(req.URL))
+	}
+	if prev.URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("redirect from %s to %s refused: it leaves https for plain http", redact(prev.URL), redact(req.URL))
+	}
+	orig := via[0]
+	crossed := !sameOrigin(req.URL, orig.URL)
+	for _, r := range via[1:] {
+		crossed = crossed || !sameOrigin(r.URL, orig.URL)
+	}
+	if !crossed {
+		return nil
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		return fmt.Errorf("redirect from %s to %s refused: it would send the request body to another origin", redact(prev.URL), redact(req.URL))
+	}
+	for k := range orig.Header {
+		req.Header.Del(k)
+	}
+	req.Header.Del("Referer")
+	return nil
+}
+
+// sameOrigin compares scheme, host and port, as browsers scope credentials.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) &&
+		strings.EqualFold(strings.TrimSuffix(a.Hostname(), "."), strings.TrimSuffix(b.Hostname(), ".")) &&
+		effectivePort(a) == effectivePort(b)
+}
+
+func effectivePort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(u.Scheme, "https") {
+		return "443"
+	}
+	return "80"
 }
 
 // requestError explains a failed request. Cancellation of the step's own

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/secauto/secauto/pkg/job"
@@ -212,5 +213,156 @@ func TestHTTPErrorsHideSecrets(t *testing.T) {
 		if !strings.Contains(err.Error(), "127.0.0.1") {
 			t.Errorf("%s: error does not say where the request went: %v", url, err)
 		}
+	}
+}
+
+// redirectServers are two origins on loopback that differ only by port:
+// net/http keeps Authorization across such a redirect.
+func redirectServers(t *testing.T) (a, b *httptest.Server, hits *atomic.Int64) {
+	t.Helper()
+	hits = new(atomic.Int64)
+	echo := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"headers": r.Header, "body": readAll(t, r.Body)})
+	}
+	muxB := http.NewServeMux()
+	b = httptest.NewServer(muxB)
+	t.Cleanup(b.Close)
+	muxA := http.NewServeMux()
+	a = httptest.NewServer(muxA)
+	t.Cleanup(a.Close)
+	muxA.HandleFunc("/echo", echo)
+	muxB.HandleFunc("/echo", echo)
+	muxA.Handle("/cross", http.RedirectHandler(b.URL+"/echo", http.StatusFound))
+	muxA.Handle("/same", http.RedirectHandler("/echo", http.StatusFound))
+	muxA.Handle("/back", http.RedirectHandler(b.URL+"/bounce", http.StatusFound))
+	muxB.Handle("/bounce", http.RedirectHandler(a.URL+"/echo", http.StatusFound))
+	muxA.Handle("/cross307", http.RedirectHandler(b.URL+"/echo", http.StatusTemporaryRedirect))
+	muxA.Handle("/same307", http.RedirectHandler("/echo", http.StatusTemporaryRedirect))
+	muxA.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Redirect(w, r, "/loop?token=SECRET", http.StatusFound)
+	})
+	return a, b, hits
+}
+
+func TestRedirectHeaders(t *testing.T) {
+	a, _, _ := redirectServers(t)
+	stepHeaders := map[string]any{"Authorization": "Bearer SECRET", "X-Api-Key": "SECRET", "X-Custom": "SECRET", "Cookie": "s=SECRET"}
+	tests := []struct {
+		path string
+		kept bool // whether the final server sees the step's headers
+	}{
+		{"/cross", false},
+		{"/same", true},
+		{"/back", false}, // left the origin once: the way back is not trusted
+	}
+	for _, tt := range tests {
+		steps := []job.Step{{Name: "call", Action: "http", Params: map[string]any{
+			"url": a.URL + tt.path + "?key=SECRET", "headers": stepHeaders,
+		}}}
+		rc, err := runSteps(t, context.Background(), &Runner{}, steps, nil, &recorder{t: t})
+		if err != nil {
+			t.Fatalf("%s: Run: %v", tt.path, err)
+		}
+		seen := rc.results[0].Output.(map[string]any)["body"].(map[string]any)["headers"].(map[string]any)
+		for k := range stepHeaders {
+			if _, ok := seen[k]; ok != tt.kept {
+				t.Errorf("%s: header %s reached the final server: %v, want %v", tt.path, k, ok, tt.kept)
+			}
+		}
+		if ref, ok := seen["Referer"]; ok && !tt.kept {
+			t.Errorf("%s: Referer %v sent across origins", tt.path, ref)
+		}
+	}
+}
+
+func TestRedirectBody(t *testing.T) {
+	a, _, _ := redirectServers(t)
+	call := func(path string) (*recorder, error) {
+		steps := []job.Step{{Name: "call", Action: "http", Params: map[string]any{
+			"method": "POST", "url": a.URL + path, "body": map[string]any{"api_key": "SECRET"},
+		}}}
+		return runSteps(t, context.Background(), &Runner{}, steps, nil, &recorder{t: t})
+	}
+	rc, err := call("/same307")
+	if err != nil || rc.results[0].Output.(map[string]any)["body"].(map[string]any)["body"] != `{"api_key":"SECRET"}` {
+		t.Fatalf("same-origin 307: Run = %v, output %v", err, rc.results[0].Output)
+	}
+	rc, err = call("/cross307")
+	if err == nil || !strings.Contains(rc.results[0].Error, "would send the request body to another origin") {
+		t.Fatalf("cross-origin 307: Run = %v, result error %q", err, rc.results[0].Error)
+	}
+}
+
+func TestRedirectBound(t *testing.T) {
+	a, _, hits := redirectServers(t)
+	mustPolicy := func(n int) *Runner {
+		p, err := NewHTTPPolicy(HTTPPolicyConfig{MaxRedirects: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Runner{Client: p.Client()}
+	}
+	tests := []struct {
+		name     string
+		r        *Runner
+		params   map[string]any
+		wantHits int64
+		wantErr  string
+	}{
+		{"default bound", &Runner{}, nil, DefaultMaxRedirects + 1, "stopped after 5 redirects"},
+		{"configured bound", mustPolicy(2), nil, 3, "stopped after 2 redirects; the redirect to " + a.URL + "/loop was not followed"},
+		{"no redirects", mustPolicy(-1), nil, 1, "302 Found; list the status in allow_status"},
+		{"no redirects, 3xx allowed", mustPolicy(-1), map[string]any{"allow_status": []any{302.0}}, 1, ""},
+	}
+	for _, tt := range tests {
+		hits.Store(0)
+		params := map[string]any{"url": a.URL + "/loop"}
+		for k, v := range tt.params {
+			params[k] = v
+		}
+		rc, err := runSteps(t, context.Background(), tt.r, []job.Step{{Name: "call", Action: "http", Params: params}}, nil, &recorder{t: t})
+		msg := rc.results[0].Error
+		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(msg, tt.wantErr)) {
+			t.Errorf("%s: Run = %v, result error %q, want %q", tt.name, err, msg, tt.wantErr)
+		}
+		if strings.Contains(msg, "SECRET") {
+			t.Errorf("%s: error reveals the query: %q", tt.name, msg)
+		}
+		if got := hits.Load(); got != tt.wantHits {
+			t.Errorf("%s: server saw %d requests, want %d", tt.name, got, tt.wantHits)
+		}
+	}
+}
+
+func TestRedirectDowngradeRefused(t *testing.T) {
+	var plainHit atomic.Bool
+	plain := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { plainHit.Store(true) }))
+	t.Cleanup(plain.Close)
+	secure := httptest.NewTLSServer(http.RedirectHandler(plain.URL+"/in-clear", http.StatusFound))
+	t.Cleanup(secure.Close)
+	p, err := NewHTTPPolicy(HTTPPolicyConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Client().Transport.(*http.Transport).TLSClientConfig = secure.Client().Transport.(*http.Transport).TLSClientConfig
+	steps := []job.Step{{Name: "call", Action: "http", Params: map[string]any{"url": secure.URL + "/start"}}}
+	rc, err := runSteps(t, context.Background(), &Runner{Client: p.Client()}, steps, nil, &recorder{t: t})
+	want := "redirect from " + secure.URL + "/start to " + plain.URL + "/in-clear refused: it leaves https for plain http"
+	if err == nil || !strings.Contains(rc.results[0].Error, want) || plainHit.Load() {
+		t.Fatalf("Run = %v, result error %q, plain server hit %v; want %q", err, rc.results[0].Error, plainHit.Load(), want)
+	}
+}
+
+// TestZeroRunnerIsGuarded: a Runner built without a policy still refuses
+// the metadata address.
+func TestZeroRunnerIsGuarded(t *testing.T) {
+	steps := []job.Step{{Name: "call", Action: "http", Params: map[string]any{"url": "http://169.254.169.254/latest/meta-data/"}}}
+	rc, err := runSteps(t, context.Background(), &Runner{}, steps, nil, &recorder{t: t})
+	var de *DeniedError
+	if !errors.As(err, &de) || de.Addr.String() != "169.254.169.254:80" ||
+		rc.results[0].Error != "GET http://169.254.169.254/latest/meta-data/: http steps may not connect to 169.254.169.254:80: it is a cloud metadata address; list the address in playbook.http.allowed_hosts to allow it" {
+		t.Fatalf("Run = %v, result error %q", err, rc.results[0].Error)
 	}
 }
