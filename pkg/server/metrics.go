@@ -74,6 +74,10 @@ func newMetrics(s *Server, o Options) *metrics {
 			Name: "secauto_webhook_backlog",
 			Help: "Webhook deliveries waiting in the outbox, including those being retried.",
 		}, func() float64 { return float64(webhook.Pending(s.st)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "secauto_webhook_dead_letters",
+			Help: "Webhook events that exhausted their retries or lost their endpoint, kept until retried or cleared.",
+		}, func() float64 { return float64(webhook.DeadLetters(s.st)) }),
 		storeCollector{s},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "secauto_queue_length",

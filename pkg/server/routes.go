@@ -16,5 +16,6 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /stats", s.auth(s.handleStats))
 	mux.Handle("GET /metrics", s.authHandler(s.metrics.handler()))
 	s.adminRoutes(mux) // admin.go: what the CLI asks of a running daemon
+	s.webhookRoutes(mux)
 	return s.instrument(mux)
 }

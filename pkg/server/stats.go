@@ -35,8 +35,11 @@ type StatsResponse struct {
 	BackupError  string `json:"backup_error,omitempty"`
 	CleanupError string `json:"cleanup_error,omitempty"`
 	// WebhookBacklog counts deliveries waiting in the outbox.
-	WebhookBacklog int  `json:"webhook_backlog"`
-	ShuttingDown   bool `json:"shutting_down"`
+	WebhookBacklog int `json:"webhook_backlog"`
+	// WebhookDeadLetters counts events that exhausted their retries or
+	// lost their endpoint, kept until retried or cleared.
+	WebhookDeadLetters int  `json:"webhook_dead_letters"`
+	ShuttingDown       bool `json:"shutting_down"`
 }
 
 // HealthResponse is the answer of GET /health.
@@ -69,22 +72,23 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	}
 	backup, cleanup := s.keeper.status(taskBackup), s.keeper.status(taskCleanup)
 	writeJSON(w, http.StatusOK, StatsResponse{
-		LastBackup:     timePtr(backup.LastSuccess),
-		LastCleanup:    timePtr(cleanup.LastSuccess),
-		NextBackup:     timePtr(backup.Next),
-		NextCleanup:    timePtr(cleanup.Next),
-		BackupError:    backup.Error,
-		CleanupError:   cleanup.Error,
-		Jobs:           byStatus,
-		Total:          st.Jobs,
-		StoreBytes:     st.SnapshotBytes + st.JournalBytes,
-		Store:          st,
-		StartedAt:      s.started.UTC(),
-		UptimeSeconds:  time.Since(s.started).Seconds(),
-		Workers:        s.workers,
-		BusyWorkers:    s.busy.Load(),
-		QueueLength:    s.queue.len(),
-		WebhookBacklog: webhook.Pending(s.st),
-		ShuttingDown:   s.draining.Load(),
+		LastBackup:         timePtr(backup.LastSuccess),
+		LastCleanup:        timePtr(cleanup.LastSuccess),
+		NextBackup:         timePtr(backup.Next),
+		NextCleanup:        timePtr(cleanup.Next),
+		BackupError:        backup.Error,
+		CleanupError:       cleanup.Error,
+		Jobs:               byStatus,
+		Total:              st.Jobs,
+		StoreBytes:         st.SnapshotBytes + st.JournalBytes,
+		Store:              st,
+		StartedAt:          s.started.UTC(),
+		UptimeSeconds:      time.Since(s.started).Seconds(),
+		Workers:            s.workers,
+		BusyWorkers:        s.busy.Load(),
+		QueueLength:        s.queue.len(),
+		WebhookBacklog:     webhook.Pending(s.st),
+		WebhookDeadLetters: webhook.DeadLetters(s.st),
+		ShuttingDown:       s.draining.Load(),
 	})
 }
