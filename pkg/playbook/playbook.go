@@ -55,79 +55,12 @@ package playbook
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
-
-	"github.com/secauto/secauto/pkg/job"
 )
 
 // actionNames lists the built-in actions in the order error messages name them.
 var actionNames = []string{"log", "sleep", "set", "http", "fail"}
-
-// Validate checks a submitted playbook before it is accepted: at least one
-// step; every step with a non-empty name unique within the playbook and a
-// known action; params of the right types for that action (only the params
-// the action knows); string params that parse as templates and refer only to
-// earlier steps; a step timeout that parses as a positive duration.
-//
-// The error describes the first problem and names the step by name and
-// 1-based position, e.g. `step "enrich" (2): unknown action "foo"; use one of
-// log, sleep, set, http, fail`. Any error means the playbook is bad input.
-func Validate(steps []job.Step) error {
-	if len(steps) == 0 {
-		return errors.New("playbook has no steps; give at least one")
-	}
-	seen := make(map[string]int, len(steps))
-	for i, s := range steps {
-		pos := i + 1
-		if strings.TrimSpace(s.Name) == "" {
-			return fmt.Errorf("step %d: name is missing; give every step a unique name", pos)
-		}
-		if first, dup := seen[s.Name]; dup {
-			return fmt.Errorf("step %q (%d): name is already used by step %d; step names must be unique", s.Name, pos, first)
-		}
-		if err := validateStep(s, seen); err != nil {
-			return fmt.Errorf("step %q (%d): %w", s.Name, pos, err)
-		}
-		seen[s.Name] = pos
-	}
-	return nil
-}
-
-// validateStep checks one step; earlier holds the names of the steps before it.
-func validateStep(s job.Step, earlier map[string]int) error {
-	act, ok := actions[s.Action]
-	if !ok {
-		if s.Action == "" {
-			return fmt.Errorf("action is missing; use one of %s", strings.Join(actionNames, ", "))
-		}
-		return fmt.Errorf("unknown action %q; use one of %s", s.Action, strings.Join(actionNames, ", "))
-	}
-	if s.Timeout != "" {
-		if _, err := parseDuration("timeout", s.Timeout); err != nil {
-			return err
-		}
-	}
-	if act.params != nil {
-		for _, k := range sortedKeys(s.Params) {
-			if !slices.Contains(act.params, k) {
-				return fmt.Errorf("unknown param %q for action %s; it takes %s", k, s.Action, strings.Join(act.params, ", "))
-			}
-		}
-	}
-	if err := act.check(s.Params); err != nil {
-		return err
-	}
-	for _, name := range act.templated(s.Params) {
-		if err := checkTemplates("params."+name, s.Params[name], earlier); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // parseDuration reads a literal duration param; zero and negative values are
 // refused because they would make a step time out before it starts.

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"text/template"
 	"text/template/parse"
+
+	"github.com/secauto/secauto/pkg/job"
 )
 
 // templateFuncs are the functions templates may call beyond text/template's
@@ -124,12 +126,16 @@ func renderValue(name string, v any, data map[string]any) (any, error) {
 }
 
 // checkTemplates parses every string inside v and checks that each
-// .steps.NAME it mentions is one of the earlier steps.
-func checkTemplates(name string, v any, earlier map[string]int) error {
+// .steps.NAME it mentions is one of the earlier steps. A template longer
+// than maxTemplate (when positive) is refused before it is parsed.
+func checkTemplates(name string, v any, earlier map[string]int, maxTemplate int) error {
 	switch x := v.(type) {
 	case string:
 		if !isTemplate(x) {
 			return nil
+		}
+		if maxTemplate > 0 && len(x) > maxTemplate {
+			return fmt.Errorf("%s: %w", name, &job.LimitError{Limit: LimitTemplateBytes, Max: int64(maxTemplate), Got: int64(len(x))})
 		}
 		t, err := parseTemplate(name, x)
 		if err != nil {
@@ -142,13 +148,13 @@ func checkTemplates(name string, v any, earlier map[string]int) error {
 		}
 	case map[string]any:
 		for _, k := range sortedKeys(x) {
-			if err := checkTemplates(name+"."+k, x[k], earlier); err != nil {
+			if err := checkTemplates(name+"."+k, x[k], earlier, maxTemplate); err != nil {
 				return err
 			}
 		}
 	case []any:
 		for i, e := range x {
-			if err := checkTemplates(fmt.Sprintf("%s[%d]", name, i), e, earlier); err != nil {
+			if err := checkTemplates(fmt.Sprintf("%s[%d]", name, i), e, earlier, maxTemplate); err != nil {
 				return err
 			}
 		}

@@ -2,6 +2,8 @@ package playbook
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -174,6 +176,63 @@ func TestValidateGoValues(t *testing.T) {
 	bad := []job.Step{{Name: "a", Action: "http", Params: map[string]any{"url": "http://h/", "allow_status": []any{99}}}}
 	if err := Validate(bad); err == nil || !strings.Contains(err.Error(), "allow_status[0]") {
 		t.Fatalf("Validate = %v, want an allow_status error", err)
+	}
+}
+
+func deep(n int) any {
+	var v any = "leaf"
+	for range n {
+		v = []any{v}
+	}
+	return v
+}
+
+func TestSubmissionLimits(t *testing.T) {
+	steps := func(n int, msg string) []job.Step {
+		out := make([]job.Step, n)
+		for i := range out {
+			out[i] = job.Step{Name: fmt.Sprint("s", i), Action: "log", Params: map[string]any{"message": msg}}
+		}
+		return out
+	}
+	long := "{{.context.x}}" + strings.Repeat("y", DefaultMaxTemplateBytes)
+	bigCtx := map[string]any{"blob": strings.Repeat("z", DefaultMaxContextBytes)}
+
+	tests := []struct {
+		name string
+		err  error
+		want string // empty: accepted
+	}{
+		{"steps at the default", Validate(steps(DefaultMaxSteps, "x")), ""},
+		{"steps over the default", Validate(steps(DefaultMaxSteps+1, "x")), "steps per playbook exceeded: 201, at most 200 allowed"},
+		{"steps over a set limit", ValidateOptions{MaxSteps: 2}.Validate(steps(3, "x")), "steps per playbook exceeded: 3, at most 2 allowed"},
+		{"steps limit off", ValidateOptions{MaxSteps: -1}.Validate(steps(1000, "x")), ""},
+		{"template over the default", Validate(steps(1, long)),
+			`step "s0" (1): params.message: template bytes exceeded: 65550, at most 65536 allowed`},
+		{"nested template over a set limit", ValidateOptions{MaxTemplateBytes: 10}.Validate([]job.Step{
+			{Name: "a", Action: "set", Params: map[string]any{"k": []any{"{{.context.abcdef}}"}}}}),
+			`params.k[0]: template bytes exceeded: 19, at most 10 allowed`},
+		{"plain strings are not templates", ValidateOptions{MaxTemplateBytes: 10}.Validate(steps(1, strings.Repeat("p", 100))), ""},
+		{"template limit off", ValidateOptions{MaxTemplateBytes: -1}.Validate(steps(1, long)), ""},
+		{"context over the default", ValidateOptions{}.ValidateContext(bigCtx), "context bytes exceeded: 1048587, at most 1048576 allowed"},
+		{"context over a set limit", ValidateOptions{MaxContextBytes: 10}.ValidateContext(map[string]any{"k": "0123456789"}),
+			"context bytes exceeded: 18, at most 10 allowed"},
+		{"context limit off", ValidateOptions{MaxContextBytes: -1}.ValidateContext(bigCtx), ""},
+		{"no context", ValidateOptions{}.ValidateContext(nil), ""},
+		{"context too deep", ValidateOptions{}.ValidateContext(map[string]any{"d": deep(job.MaxValueDepth)}), "context: JSON nesting depth"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			switch {
+			case tt.want == "" && tt.err != nil:
+				t.Fatalf("refused: %v", tt.err)
+			case tt.want == "":
+			case tt.err == nil || !strings.Contains(tt.err.Error(), tt.want):
+				t.Fatalf("error %v, want %q", tt.err, tt.want)
+			case !errors.Is(tt.err, job.ErrLimit):
+				t.Fatalf("error %v is not a job.LimitError", tt.err)
+			}
+		})
 	}
 }
 
