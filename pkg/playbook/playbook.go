@@ -19,6 +19,34 @@
 // function json renders any value as JSON, for embedding an earlier step's
 // body: {{json .steps.fetch.body}}.
 //
+// A key that may be absent is marked optional: {{optional .context.ticket}}
+// renders the value, or nothing when the key (or any key on the way to it)
+// is missing or null, and {{default "none" .context.ticket}}, also written
+// {{.context.ticket | default "none"}}, renders "none" then, and when the
+// value is the empty string; 0 and false are values and are kept. Both work
+// on .steps too: {{optional .steps.lookup.body.id}} is empty when lookup
+// failed and continued on error. Only the references given to optional and
+// default (default's last argument) are optional; everywhere else a missing
+// key still fails the step.
+//
+// # Bounds
+//
+// Rendering is bounded. Each templated value renders to at most
+// Runner.MaxRenderBytes (1 MiB by default); the rendering of a step's params
+// stops at the step's timeout, at Runner.RenderTimeout (10 s by default)
+// after the step started, and at once when the job is cancelled or the
+// daemon shuts down. The step then fails with the bound named:
+// "template output budget of 1048576 bytes exceeded in params.message",
+// "step timeout of 5s reached while rendering params.url", "render time
+// limit of 10s reached in params.body", "cancelled while rendering
+// params.message". The functions that build strings (print, printf,
+// println, html, js, urlquery, json) fail the same way before building a
+// string over the budget, even one that is never written. A template may
+// not call itself through {{template}}: it is refused when parsed.
+//
+// At submission, ValidateOptions bound a playbook's steps (200), each
+// template's length (64 KiB) and the context (1 MiB encoded).
+//
 // Templated parameters are log and fail "message", every string inside set's
 // values, and http "url", "headers" values and "body" (strings inside an
 // object or array body included). Durations, the HTTP method and
@@ -49,8 +77,9 @@
 // continue_on_error. Steps after a job-failing step do not run; each is
 // recorded with status "skipped", so the results list every step of the
 // playbook and say why the rest did nothing. When the run is cancelled, the
-// interrupted step is recorded as failed with error "cancelled" and nothing
-// is recorded for the steps after it.
+// interrupted step is recorded as failed with error "cancelled" (or
+// "cancelled while rendering params.X") and nothing is recorded for the
+// steps after it.
 package playbook
 
 import (

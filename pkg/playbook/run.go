@@ -55,6 +55,16 @@ type Runner struct {
 	// whole job (jobs.max_job_bytes); this fails the step that produced
 	// the excess, where it can be named, before the job is refused.
 	MaxValueBytes int
+	// MaxRenderBytes caps the text one templated value (a message, a URL,
+	// each string of a set or of a body) renders to; a template that would
+	// write more fails its step, naming the budget and the param. Zero
+	// means DefaultMaxRenderBytes.
+	MaxRenderBytes int
+	// RenderTimeout bounds the time the rendering of one step's params may
+	// take, counted from the step's start; the step's own timeout, a
+	// cancel and a shutdown stop a render sooner. Zero means
+	// DefaultRenderTimeout.
+	RenderTimeout time.Duration
 }
 
 func (r *Runner) client() *http.Client {
@@ -115,7 +125,8 @@ func (e *StepError) Unwrap() error { return e.Err }
 // *StepError naming the failed step when the job fails; the steps after it
 // are recorded as skipped. When ctx is done, a sleeping or in-flight http
 // step stops at once, its result is recorded with status failed and error
-// "cancelled", and Run returns an error wrapping ctx.Err(). A step's timeout
+// "cancelled" ("cancelled while rendering params.X" when it stopped a
+// render), and Run returns an error wrapping ctx.Err(). A step's timeout
 // is not a cancellation: it fails the step like any other error, and
 // continue_on_error applies.
 //
@@ -147,6 +158,9 @@ func (r *Runner) Run(ctx context.Context, steps []job.Step, jobCtx map[string]an
 
 		if err != nil && ctx.Err() != nil {
 			res.Status, res.Output, res.Error = job.StepFailed, nil, "cancelled"
+			if re := (*renderError)(nil); errors.As(err, &re) && re.cancelled {
+				res.Error = re.msg // "cancelled while rendering params.url"
+			}
 			stop := fmt.Errorf("step %q interrupted: %w", s.Name, interruption(ctx))
 			if rerr := record(res, cur); rerr != nil {
 				return fmt.Errorf("%w; recording it failed too: %w", stop, rerr)
@@ -219,7 +233,7 @@ func keptError(err error, what string, lerr error) error {
 
 // exec runs one step under its timeout. A timeout of the step's own
 // deadline is reported as such; the parent's cancellation is left for Run
-// to see.
+// to see. The action gets the step's render bounds inside data.
 func (r *Runner) exec(parent context.Context, s job.Step, data map[string]any) (outcome, error) {
 	act, ok := actions[s.Action]
 	if !ok {
@@ -228,17 +242,21 @@ func (r *Runner) exec(parent context.Context, s job.Step, data map[string]any) (
 	if err := act.check(s.Params); err != nil {
 		return outcome{}, err
 	}
-	if s.Timeout == "" {
-		return act.run(parent, r, s.Params, data)
+	ctx, d := parent, time.Duration(0)
+	if s.Timeout != "" {
+		var err error
+		if d, err = parseDuration("timeout", s.Timeout); err != nil {
+			return outcome{}, err
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(parent, d)
+		defer cancel()
 	}
-	d, err := parseDuration("timeout", s.Timeout)
-	if err != nil {
-		return outcome{}, err
+	oc, err := act.run(ctx, r, s.Params, withRender(data, r.renderEnv(parent, ctx, d)))
+	if re := (*renderError)(nil); errors.As(err, &re) {
+		return oc, err // it already says which bound stopped it
 	}
-	ctx, cancel := context.WithTimeout(parent, d)
-	defer cancel()
-	oc, err := act.run(ctx, r, s.Params, data)
-	if err != nil && parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if err != nil && s.Timeout != "" && parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return oc, fmt.Errorf("step timed out after %s", d)
 	}
 	return oc, err

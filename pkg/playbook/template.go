@@ -13,24 +13,9 @@ import (
 	"github.com/secauto/secauto/pkg/job"
 )
 
-// templateFuncs are the functions templates may call beyond text/template's
-// built-ins. Validation parses with the same set, so a playbook accepted at
-// submission never fails to parse at run time.
-var templateFuncs = template.FuncMap{
-	"json": toJSON,
-}
-
-func toJSON(v any) (string, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return "", fmt.Errorf("json: %w", err)
-	}
-	return string(b), nil
-}
-
-// parseTemplate parses text as the template called name. missingkey=error
-// makes a reference to an absent key fail with the key named instead of
-// rendering "<no value>".
+// parseTemplate parses text as the template called name and prepares it
+// for bounded execution (prepareTree). missingkey=error makes a reference to
+// an absent key fail with the key named instead of rendering "<no value>".
 //
 // Parsed templates are cached: the same playbooks arrive again and again
 // with other contexts, and parsing costs more than executing. A parsed
@@ -46,8 +31,14 @@ func parseTemplate(name, text string) (*template.Template, error) {
 		}
 	}
 	t, err := template.New(name).Option("missingkey=error").Funcs(templateFuncs).Parse(text)
-	if err != nil || len(text) > maxCachedTemplate {
-		return t, err
+	if err == nil {
+		err = prepareTree(t)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(text) > maxCachedTemplate {
+		return t, nil
 	}
 	parsedMu.Lock()
 	if len(parsed) >= maxCachedTemplates {
@@ -77,21 +68,19 @@ func isTemplate(s string) bool {
 	return strings.Contains(s, "{{")
 }
 
-// renderString executes text over data. The error, from text/template,
-// names the param path and the expression that failed.
+// renderString executes text over data within the bounds data carries
+// (see renderKey). The error names the param path: text/template's names
+// the expression that failed too, a bound's says which bound stopped it.
 func renderString(name, text string, data map[string]any) (string, error) {
 	if !isTemplate(text) {
 		return text, nil
 	}
+	env, view := splitRender(data)
 	t, err := parseTemplate(name, text)
 	if err != nil {
 		return "", err
 	}
-	var b strings.Builder
-	if err := t.Execute(&b, data); err != nil {
-		return "", err
-	}
-	return b.String(), nil
+	return env.execute(t, name, view)
 }
 
 // renderValue renders every string inside v, descending into objects and
@@ -206,6 +195,9 @@ func walkRefs(n parse.Node, dotIsRoot bool, refs *[]string) {
 		}
 	case *parse.CommandNode:
 		if ref, ok := indexRef(x, dotIsRoot); ok {
+			*refs = append(*refs, ref)
+		}
+		if ref, ok := optionalRef(x, dotIsRoot); ok {
 			*refs = append(*refs, ref)
 		}
 		for _, a := range x.Args {
