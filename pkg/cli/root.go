@@ -87,6 +87,7 @@ Configuration is read from --config, else $SECAUTO_CONFIG, else
 		NewCmdCleanup(f, nil),
 		NewCmdRecover(f, nil),
 		NewCmdVerify(f, nil),
+		NewCmdWebhooks(f),
 	)
 	root.AddCommand(NewCmdCompletion(f), NewCmdVersion(f, nil))
 	return root
