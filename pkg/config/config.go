@@ -31,6 +31,8 @@ const (
 	DefaultShutdownTimeout  = 30 * time.Second
 	DefaultLogLevel         = "info"
 	DefaultLogFile          = "logs/secauto.log"
+	DefaultStoreDriver      = "file"
+	DefaultNodeLease        = 15 * time.Second
 )
 
 // EnvConfig names the environment variable consulted for the configuration
@@ -56,10 +58,15 @@ type Config struct {
 	Server        Server    `yaml:"server"`
 	Webhooks      []Webhook `yaml:"webhooks"`
 	Logging       Logging   `yaml:"logging"`
+	Playbook      Playbook  `yaml:"playbook"`
+	Store         Store     `yaml:"store"`
 
 	// File is the file this configuration was read from; empty when only
 	// the defaults apply.
 	File string `yaml:"-"`
+	// lines maps key paths to their lines in File, for the mistakes found
+	// after parsing (ServerTLS).
+	lines map[string]int
 }
 
 // Jobs configures retention, background maintenance and snapshots.
@@ -92,10 +99,47 @@ type Server struct {
 	// Port 0 lets the system pick a free port, which tests use.
 	Port    int `yaml:"port"`
 	Workers int `yaml:"workers"`
-	// AuthTokens, when set, are the bearer tokens the API accepts.
-	AuthTokens      []string `yaml:"auth_tokens"`
+	// AuthTokens, when set, are the bearer tokens the API accepts. Once
+	// loaded it also holds the tokens of AuthTokensFile and of
+	// $SECAUTO_AUTH_TOKENS (ApplyEnv), so every consumer sees them all.
+	AuthTokens []string `yaml:"auth_tokens"`
+	// AuthTokensFile names a file of tokens, one a line, so that tokens
+	// need not sit in config.yaml; it must be readable by its owner only.
+	AuthTokensFile  string   `yaml:"auth_tokens_file"`
 	MaxBodyBytes    ByteSize `yaml:"max_body_bytes"`
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// TLSCert and TLSKey, both or neither, are PEM files: the API then
+	// speaks HTTPS only. TLSCert may hold the chain after the certificate.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+}
+
+// Playbook configures what playbooks may do.
+type Playbook struct {
+	HTTP PlaybookHTTP `yaml:"http"`
+}
+
+// PlaybookHTTP limits what http steps may reach.
+type PlaybookHTTP struct {
+	// AllowedHosts, when not empty, are the only hosts http steps may
+	// reach: names, wildcards (*.example.com), addresses or CIDRs, each
+	// with an optional port.
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// DeniedNetworks are CIDRs or addresses http steps may not reach, on
+	// top of the link-local and metadata addresses denied by default.
+	DeniedNetworks []string `yaml:"denied_networks"`
+}
+
+// Store chooses where jobs are kept.
+type Store struct {
+	// Driver is "file" (the data directory) or "postgres".
+	Driver string `yaml:"driver"`
+	// PostgresURL is the database of the postgres driver; its password is
+	// never printed.
+	PostgresURL string `yaml:"postgres_url"`
+	// NodeLease is how long a node may go without renewing its lease on
+	// its running jobs before another node recovers them.
+	NodeLease Duration `yaml:"node_lease"`
 }
 
 // Webhook is one receiver of events.
@@ -139,6 +183,10 @@ func Default() *Config {
 		Logging: Logging{
 			Level: DefaultLogLevel,
 			File:  DefaultLogFile,
+		},
+		Store: Store{
+			Driver:    DefaultStoreDriver,
+			NodeLease: Duration(DefaultNodeLease),
 		},
 	}
 }

@@ -90,6 +90,14 @@ func Parse(name string, data []byte) (*Config, error) {
 	if errs := validate(cfg, w.line); len(errs) > 0 {
 		return nil, errs
 	}
+	cfg.lines = w.lines
+	if f := cfg.Server.AuthTokensFile; f != "" {
+		tokens, err := readTokenFile(f)
+		if err != nil {
+			return nil, Errors{{File: name, Line: w.line("server.auth_tokens_file"), Key: "server.auth_tokens_file", Msg: err.Error()}}
+		}
+		cfg.Server.AuthTokens = mergeTokens(cfg.Server.AuthTokens, tokens)
+	}
 	return cfg, nil
 }
 
@@ -105,9 +113,10 @@ func (c *Config) Validate() error {
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?(?:unmarshal errors:\s*)?line (\d+): (.*)$`)
 
 // syntaxError turns yaml.v3's "yaml: line 3: did not find expected key"
-// into "config.yaml:3: did not find expected key".
+// into "config.yaml:3: did not find expected key", without the parts of
+// the document yaml.v3 quotes, which may be a secret.
 func syntaxError(file string, err error) *Error {
-	msg := strings.TrimSpace(err.Error())
+	msg := scrubYAML(strings.TrimSpace(err.Error()))
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		n, _ := strconv.Atoi(m[1])
 		return &Error{File: file, Line: n, Msg: m[2] + "; fix the YAML syntax"}
@@ -127,7 +136,7 @@ type walker struct {
 func (w *walker) line(path string) int { return w.lines[path] }
 
 func (w *walker) fail(n *yaml.Node, path, format string, args ...any) {
-	w.errs = append(w.errs, &Error{File: w.file, Line: n.Line, Key: path, Msg: fmt.Sprintf(format, args...)})
+	w.errs = append(w.errs, &Error{File: w.file, Line: n.Line, Key: redactURLs(path), Msg: fmt.Sprintf(format, args...)})
 }
 
 var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
@@ -156,7 +165,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	switch t.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			w.fail(n, path, "expected a section of keys, got %s", describe(n))
+			w.fail(n, path, "expected a section of keys, got %s", describe(path, n))
 			return
 		}
 		fields := yamlFields(t)
@@ -176,7 +185,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		})
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			w.fail(n, path, "expected a section of keys, got %s", describe(n))
+			w.fail(n, path, "expected a section of keys, got %s", describe(path, n))
 			return
 		}
 		w.mapping(n, path, func(key string, k, v *yaml.Node) {
@@ -184,7 +193,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		})
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			w.fail(n, path, "expected a list, got %s", describe(n))
+			w.fail(n, path, "expected a list, got %s", describe(path, n))
 			return
 		}
 		for i, item := range n.Content {
@@ -217,16 +226,20 @@ func (w *walker) mapping(n *yaml.Node, path string, visit func(key string, k, v 
 func (w *walker) leaf(n *yaml.Node, t reflect.Type, path string) {
 	custom := reflect.PointerTo(t).Implements(unmarshalerType)
 	if !custom && n.Kind != yaml.ScalarNode {
-		w.fail(n, path, "expected %s, got %s", kindName(t), describe(n))
+		w.fail(n, path, "expected %s, got %s", kindName(t), describe(path, n))
 		return
 	}
 	if err := n.Decode(reflect.New(t).Interface()); err != nil {
 		if custom {
 			// The config's own types explain themselves.
-			w.fail(n, path, "%s", err.Error())
+			msg := redactURLs(err.Error())
+			if isSecret(path) {
+				msg = "is not valid (" + hidden + ")"
+			}
+			w.fail(n, path, "%s", msg)
 			return
 		}
-		w.fail(n, path, "expected %s, got %s", kindName(t), describe(n))
+		w.fail(n, path, "expected %s, got %s", kindName(t), describe(path, n))
 	}
 }
 
@@ -242,14 +255,16 @@ func kindName(t reflect.Type) string {
 	return "a " + t.Kind().String()
 }
 
-func describe(n *yaml.Node) string {
+// describe names what n is for a message about the key at path; a
+// scalar's value is shown unless the key is secret (quoteValue).
+func describe(path string, n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
 		return "a section of keys"
 	case yaml.SequenceNode:
 		return "a list"
 	}
-	return strconv.Quote(n.Value)
+	return quoteValue(path, n.Value)
 }
 
 func join(path, key string) string {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sort"
@@ -35,7 +36,7 @@ func validate(c *Config, line func(path string) int) Errors {
 		st := job.Status(s)
 		path := "jobs.retention_by_status." + s
 		if !st.Terminal() {
-			bad(path, "%q is not a terminal status; use completed, failed or cancelled (pending and running jobs are never cleaned up)", s)
+			bad(path, "%s is not a terminal status; use completed, failed or cancelled (pending and running jobs are never cleaned up)", quoteValue("", s))
 			continue
 		}
 		if d := j.RetentionByStatus[st]; d < 1 {
@@ -60,7 +61,7 @@ func validate(c *Config, line func(path string) int) Errors {
 
 	s := c.Server
 	if strings.TrimSpace(s.Address) == "" || strings.ContainsAny(s.Address, " \t/") {
-		bad("server.address", "%q is not a host address; use an IP such as 127.0.0.1 or a host name", s.Address)
+		bad("server.address", "%s is not a host address; use an IP such as 127.0.0.1 or a host name", quoteValue("", s.Address))
 	}
 	if s.Port < 0 || s.Port > 65535 {
 		bad("server.port", "%d is out of range; use 1-65535 (0 picks a free port)", s.Port)
@@ -70,13 +71,15 @@ func validate(c *Config, line func(path string) int) Errors {
 	}
 	for i, t := range s.AuthTokens {
 		// The token itself is a secret and stays out of the message.
-		path := fmt.Sprintf("server.auth_tokens[%d]", i)
-		switch {
-		case strings.TrimSpace(t) == "":
-			bad(path, "token is empty; remove it or give a value")
-		case strings.ContainsAny(t, " \t\r\n"):
-			bad(path, "token contains whitespace, which a bearer token cannot carry")
+		if p := tokenProblem(t); p != "" {
+			bad(fmt.Sprintf("server.auth_tokens[%d]", i), "%s", p)
 		}
+	}
+	switch {
+	case s.TLSCert != "" && s.TLSKey == "":
+		bad("server.tls_cert", "is set but server.tls_key is not; give both, or neither to serve plain HTTP")
+	case s.TLSCert == "" && s.TLSKey != "":
+		bad("server.tls_key", "is set but server.tls_cert is not; give both, or neither to serve plain HTTP")
 	}
 	if s.MaxBodyBytes <= 0 {
 		bad("server.max_body_bytes", "must be positive, such as 1MiB")
@@ -91,26 +94,34 @@ func validate(c *Config, line func(path string) int) Errors {
 		switch {
 		case w.URL == "":
 			bad(path+".url", "is missing; give the receiver's http or https URL")
-		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-			bad(path+".url", "%q is not an absolute http or https URL", w.URL)
+		case err != nil:
+			// The URL may carry a password: say what is wrong, not what
+			// was written.
+			bad(path+".url", "is not a valid URL; give the receiver's absolute http or https URL")
+		case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			shown, _ := redactURL(w.URL)
+			bad(path+".url", "%s is not an absolute http or https URL", quoteValue("", shown))
 		}
 		for k, ev := range w.Events {
 			if !slices.Contains(Events, ev) {
-				bad(fmt.Sprintf("%s.events[%d]", path, k), "unknown event %q; use one of %s", ev, strings.Join(Events, ", "))
+				bad(fmt.Sprintf("%s.events[%d]", path, k), "unknown event %s; use one of %s", quoteValue("", ev), strings.Join(Events, ", "))
 			}
 		}
 	}
+
+	validatePlaybook(c.Playbook, bad)
+	validateStore(c.Store, bad)
 
 	l := c.Logging
 	switch l.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("logging.level", "%q is not a level; use debug, info, warn or error", l.Level)
+		bad("logging.level", "%s is not a level; use debug, info, warn or error", quoteValue("", l.Level))
 	}
 	switch l.Format {
 	case "", "json", "text":
 	default:
-		bad("logging.format", "%q is not a format; use json or text", l.Format)
+		bad("logging.format", "%s is not a format; use json or text", quoteValue("", l.Format))
 	}
 	return errs
 }
@@ -119,3 +130,44 @@ func validate(c *Config, line func(path string) int) Errors {
 // ordinary playbook fails on its first step results, and a value such as 16
 // (meant as 16MiB) is caught at start instead of failing every job.
 const minJobBytes = 64 << 10
+
+// validatePlaybook checks the entries of the http step limits as far as
+// their form goes; the playbook package reads them (serve reports what it
+// refuses with the same key).
+func validatePlaybook(p Playbook, bad func(path, format string, args ...any)) {
+	for i, h := range p.HTTP.AllowedHosts {
+		if strings.TrimSpace(h) == "" || strings.ContainsAny(h, " \t@") || strings.Contains(h, "://") {
+			bad(fmt.Sprintf("playbook.http.allowed_hosts[%d]", i), "%s is not a host; give a name, *.domain, an address or a CIDR, with an optional :port", quoteValue("", h))
+		}
+	}
+	for i, n := range p.HTTP.DeniedNetworks {
+		n = strings.TrimSpace(n)
+		if _, err := netip.ParsePrefix(n); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(n); err == nil {
+			continue
+		}
+		bad(fmt.Sprintf("playbook.http.denied_networks[%d]", i), "%s is not a network; write a CIDR such as 10.0.0.0/8 or fd00::/8, or an address", quoteValue("", n))
+	}
+}
+
+// validateStore checks the driver and its settings. The postgres URL is
+// a secret: no message quotes it.
+func validateStore(s Store, bad func(path, format string, args ...any)) {
+	switch s.Driver {
+	case "file", "postgres":
+		// A missing postgres URL may still come from the environment
+		// (ApplyEnv).
+	default:
+		bad("store.driver", "%s is not a driver; use file or postgres", quoteValue("", s.Driver))
+	}
+	if s.PostgresURL != "" {
+		if msg := postgresURLProblem(s.PostgresURL); msg != "" {
+			bad("store.postgres_url", "%s", msg)
+		}
+	}
+	if s.NodeLease <= 0 {
+		bad("store.node_lease", "must be positive, such as 15s")
+	}
+}
