@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,10 @@ import (
 	"github.com/secauto/secauto/pkg/store"
 	"github.com/secauto/secauto/pkg/webhook"
 )
+
+// TLSScheme prefixes the address Run records in the lock file and passes
+// to Ready when it serves HTTPS; a plain host:port means HTTP.
+const TLSScheme = "https://"
 
 // Run is the daemon: it opens the store (a *store.LockedError is returned as
 // is), runs recovery, starts the workers, listens on Address:Port and
@@ -73,6 +78,15 @@ func Run(ctx context.Context, o Options) error {
 		return errors.Join(fmt.Errorf("listen on %s port %d: %w; choose another --port or stop what uses it", o.Address, o.Port, err), closeStore())
 	}
 	addr := dialAddress(ln.Addr())
+	if o.TLS != nil {
+		tc := o.TLS.Clone()
+		// HTTP/1.1 only, as over plain TCP: the API needs nothing of
+		// HTTP/2, and one protocol keeps answers to oversized bodies
+		// (drain.go) the same on both.
+		tc.NextProtos = []string{"http/1.1"}
+		ln = tls.NewListener(ln, tc)
+		addr = TLSScheme + addr
+	}
 	owner := so.Owner
 	owner.Address = addr
 	if err := st.SetOwner(owner); err != nil {
@@ -91,7 +105,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-	log.Info("listening", "address", addr, "workers", o.Workers, "auth", len(o.AuthTokens) > 0, "queued", s.queue.len())
+	log.Info("listening", "address", addr, "tls", o.TLS != nil, "workers", o.Workers, "auth", len(o.AuthTokens) > 0, "queued", s.queue.len())
 	if o.Ready != nil {
 		o.Ready(addr)
 	}

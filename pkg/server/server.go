@@ -11,6 +11,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,10 @@ type Options struct {
 	AuthTokens []string
 	// Insecure allows a non-loopback Address without AuthTokens.
 	Insecure bool
+	// TLS, when set, makes Run serve HTTPS only; the lock file then
+	// records the address as https://host:port, so that commands
+	// delegating to the daemon know to speak TLS.
+	TLS *tls.Config
 	// MaxBodyBytes caps request bodies (413 above it); zero means 1 MiB.
 	MaxBodyBytes int64
 	// ShutdownTimeout is how long running jobs may go on after the stop
@@ -57,8 +62,9 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
-	// Ready, when set, is called once with host:port after the listener is
-	// open, the lock file names the address and workers have started.
+	// Ready, when set, is called once with host:port (https://host:port
+	// with TLS) after the listener is open, the lock file names the
+	// address and workers have started.
 	Ready func(addr string)
 	// Runner executes playbooks; nil means a zero playbook.Runner.
 	Runner *playbook.Runner
