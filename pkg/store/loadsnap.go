@@ -57,6 +57,11 @@ func (l *loader) loadJobs(scan *journal.Scan) error {
 		}
 	}
 	l.st.jobs = jobs
+	if !sum.trusted && l.repair {
+		// Checked job by job this once; the rewrite records checksums so
+		// that the next open reads it fast.
+		l.st.rewrite = true
+	}
 	if len(bad) == 0 && sum.rot == nil {
 		return nil
 	}
