@@ -16,6 +16,7 @@ import (
 
 	"github.com/secauto/secauto/pkg/config"
 	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/server"
 	"github.com/secauto/secauto/pkg/store"
 )
 
@@ -166,5 +167,15 @@ func findDaemon(dir string, cfg func() (*config.Config, error), version string) 
 	if len(c.Server.AuthTokens) > 0 {
 		token = c.Server.AuthTokens[0]
 	}
-	return newDaemonClient(dir, owner, token, version), nil
+	d := newDaemonClient(dir, owner, token, version)
+	if strings.HasPrefix(owner.Address, server.TLSScheme) {
+		// The daemon's certificate is trusted as server.tls_cert of this
+		// command's configuration gives it, so a self-signed one works.
+		tc, err := c.ClientTLS()
+		if err != nil {
+			return nil, &configError{err}
+		}
+		d.trust(tc)
+	}
+	return d, nil
 }

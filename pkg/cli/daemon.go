@@ -9,6 +9,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,6 +71,19 @@ func newDaemonClient(dir string, owner store.Owner, token, version string) *daem
 	}
 }
 
+// trust makes the client speak TLS to the daemon with tc.
+func (c *daemonClient) trust(tc *tls.Config) {
+	c.http.Transport.(*http.Transport).TLSClientConfig = tc
+}
+
+// baseURL splits the address the daemon recorded into scheme and host.
+func (c *daemonClient) baseURL() (scheme, host string) {
+	if h, ok := strings.CutPrefix(c.owner.Address, server.TLSScheme); ok {
+		return "https", h
+	}
+	return "http", c.owner.Address
+}
+
 // daemonError is a daemon that holds the data directory but cannot be
 // asked to do the work. It wraps the *store.LockedError the command would
 // have met opening the directory itself, so it exits with status 2 like
@@ -117,10 +131,15 @@ func (c *daemonClient) cannotAsk(reason string) error {
 
 // transportReason says briefly why a request did not get an answer.
 func transportReason(err error, timeout time.Duration) string {
-	var ue *url.Error
+	var (
+		ue *url.Error
+		ve *tls.CertificateVerificationError
+	)
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
+	case errors.As(err, &ve):
+		return fmt.Sprintf("its certificate is not trusted (%v); give this command the daemon's configuration (--config or $SECAUTO_CONFIG), whose server.tls_cert it then trusts", ve.Err)
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ue) && ue.Timeout():
 		return fmt.Sprintf("it did not answer within %s", timeout)
 	}
@@ -148,7 +167,8 @@ func (c *daemonClient) do(ctx context.Context, method, path string, query url.Va
 		}
 		body = bytes.NewReader(b)
 	}
-	u := url.URL{Scheme: "http", Host: c.owner.Address, Path: path}
+	scheme, host := c.baseURL()
+	u := url.URL{Scheme: scheme, Host: host, Path: path}
 	if len(query) > 0 {
 		u.RawQuery = query.Encode()
 	}

@@ -241,15 +241,15 @@ func TestDaemonAnswersLikeOffline(t *testing.T) {
 func TestDaemonWithTokens(t *testing.T) {
 	t.Chdir(t.TempDir())
 	seedJobs(t, "data")
-	startDaemon(t, "data", server.Options{AuthTokens: []string{"s3cret-1", "s3cret-2"}})
+	startDaemon(t, "data", server.Options{AuthTokens: []string{"s3cret-0123456789-1", "s3cret-0123456789-2"}})
 	write := func(name, content string) {
 		if err := os.WriteFile(name, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("config.yaml", "server:\n  auth_tokens: [s3cret-1]\n")
+	write("config.yaml", "server:\n  auth_tokens: [s3cret-0123456789-1]\n")
 	write("none.yaml", "server:\n  port: 8080\n")
-	write("wrong.yaml", "server:\n  auth_tokens: [nope]\n")
+	write("wrong.yaml", "server:\n  auth_tokens: [nope-0123456789abcdef]\n")
 
 	if code, out, errOut := run(t, nil, "jobs", "list", "-o", "json"); code != ExitOK || !strings.Contains(out, "0197f0a1") {
 		t.Errorf("with the token: exit %d\n%s%s", code, out, errOut)

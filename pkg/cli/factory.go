@@ -54,13 +54,17 @@ func NewFactory(ios *IOStreams, getenv func(string) string) *Factory {
 }
 
 // Config loads the configuration once: --config, else $SECAUTO_CONFIG,
-// else ./config.yaml, else the defaults.
+// else ./config.yaml, else the defaults; then what the environment adds
+// ($SECAUTO_AUTH_TOKENS, $SECAUTO_POSTGRES_URL).
 func (f *Factory) Config() (*config.Config, error) {
 	if !f.loaded {
 		f.loaded = true
 		path, err := config.Locate(f.ConfigFile, f.Getenv)
 		if err == nil {
 			f.cfg, err = config.Load(path)
+		}
+		if err == nil {
+			err = f.cfg.ApplyEnv(f.Getenv)
 		}
 		if err != nil {
 			f.cfgErr = &configError{err}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -50,7 +51,9 @@ jobs get server.shutdown_timeout to finish, a complete jobs.json is
 written and the lock is released.
 
 Flags override server.port, server.workers and server.address from the
-config. A non-loopback address needs server.auth_tokens, or --insecure.
+config. A non-loopback address needs server.auth_tokens (or
+server.auth_tokens_file, or $SECAUTO_AUTH_TOKENS), or --insecure. With
+server.tls_cert and server.tls_key the API speaks HTTPS only.
 The first releases' form "secauto -port 8080 -workers 5" still works.
 ` + exitStatus("the daemon failed to start or stopped with an error")),
 		Example: example(`
@@ -129,6 +132,16 @@ func serveOptions(opts *ServeOptions, cfg *config.Config, dir string) (server.Op
 	if err := so.CheckExposure(); err != nil {
 		return so, &configError{err}
 	}
+	if cfg.Store.Driver != config.DefaultStoreDriver {
+		return so, &configError{fmt.Errorf("store.driver %s is not available in this release; use %s", cfg.Store.Driver, config.DefaultStoreDriver)}
+	}
+	// The certificate and key are read now, so a mistake in them stops
+	// the start with exit 2 instead of failing every connection.
+	tc, err := cfg.ServerTLS()
+	if err != nil {
+		return so, &configError{err}
+	}
+	so.TLS = tc
 	return so, nil
 }
 

@@ -19,7 +19,7 @@ server:
   address: 0.0.0.0
   port: 9000
   workers: 7
-  auth_tokens: [t0k3n]
+  auth_tokens: [t0k3n-0123456789abcdef]
   max_body_bytes: 2MiB
   shutdown_timeout: 1m
 logging: {level: debug, format: json, file: ""}
