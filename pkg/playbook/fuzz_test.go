@@ -70,8 +70,13 @@ func FuzzRender(f *testing.F) {
 		}
 		res := rc.results[1]
 		if res.Status == job.StepOK {
+			// A string without actions is a literal, kept as submitted;
+			// the budget bounds what templates make.
 			msg, _ := res.Output.(map[string]any)["message"].(string)
-			if len(msg) > fuzzBudget {
+			if !isTemplate(tpl) && msg != tpl {
+				t.Fatalf("literal %q rendered as %q", tpl, msg)
+			}
+			if isTemplate(tpl) && len(msg) > fuzzBudget {
 				t.Fatalf("rendered %d bytes under a budget of %d", len(msg), fuzzBudget)
 			}
 		}
