@@ -67,6 +67,9 @@ type Restored struct {
 	// Repaired is what opening the data directory repaired first; a
 	// daemon repaired it when it started, so it reports nothing here.
 	Repaired store.OpenReport
+	// Imported is the copy of a file from outside the data directory
+	// that a daemon restored, since it restores only its own backups.
+	Imported string
 }
 
 // Recovery is what Admin.Recover did, or would do.

@@ -216,7 +216,9 @@ backup in the data directory, as "backup list" shows it.
 
 While the daemon runs, it does the restore: jobs it is running are stopped
 and recorded failed first (they are in the safety backup), and the jobs
-pending in FILE are run afterwards.
+pending in FILE are run afterwards. The daemon restores only backups of
+its data directory, so a FILE from elsewhere is first copied in beside
+them (with its .sha256 file) under a backup name of its own.
 ` + exitStatus("FILE does not verify, or the restore failed; the store is unchanged")),
 		Example: example(`
   secauto backup list
@@ -333,6 +335,9 @@ func backupRestoreRun(opts *BackupRestoreOptions) error {
 	cs := opts.IO.ColorScheme()
 	printRepairs(w, out.Repaired)
 	w.printf("Verified %s (%s)\n", relPath(path), plural(jobs, "job"))
+	if out.Imported != "" {
+		w.printf("Copied it into the data directory as %s\n", relPath(out.Imported))
+	}
 	w.printf("Saved the previous state as %s\n", relPath(out.SafetyBackup))
 	w.printf("%s %s from %s\n", cs.Green("Restored"), plural(out.RestoredJobs, "job"), relPath(path))
 	w.printf("To undo: secauto backup restore %s\n", relPath(out.SafetyBackup))

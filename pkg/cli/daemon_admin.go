@@ -148,19 +148,29 @@ func (c *daemonClient) ListBackups(ctx context.Context) ([]store.BackupInfo, err
 	return list, nil
 }
 
-// Restore has the daemon restore the backup at path, which it reads
-// itself, on this host.
+// Restore has the daemon restore the backup at path. The daemon takes
+// only a backup of its data directory, by name: a file from elsewhere is
+// copied in beside the other backups first (importBackup).
 func (c *daemonClient) Restore(ctx context.Context, path string, _ store.Progress) (*Restored, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot resolve %s: %w", path, err)
+	if err := c.ping(ctx); err != nil {
+		return nil, err
+	}
+	out := &Restored{}
+	name, ok := backupInDir(c.dir, path)
+	if !ok {
+		var err error
+		if name, err = importBackup(c.dir, path, time.Now()); err != nil {
+			return nil, err
+		}
+		out.Imported = filepath.Join(c.dir, name)
 	}
 	var res store.RestoreResult
-	if err := c.work(ctx, "POST", "/admin/restore", server.AdminRestoreRequest{Path: abs}, &res); err != nil {
+	if err := c.work(ctx, "POST", "/admin/restore", server.AdminRestoreRequest{Name: name}, &res); err != nil {
 		return nil, err
 	}
 	res.SafetyBackup = c.local(res.SafetyBackup)
-	return &Restored{RestoreResult: res}, nil
+	out.RestoreResult = res
+	return out, nil
 }
 
 func (c *daemonClient) Verify(ctx context.Context, _ store.Progress) (*store.VerifyResult, error) {

@@ -10,7 +10,7 @@ package server
 //	POST /admin/cleanup   {"dry_run", "older_than", "retention_by_status"} → store.CleanupResult
 //	POST /admin/backups   {"compress"} (optional)                         → store.BackupResult (201)
 //	GET  /admin/backups                                                   → []store.BackupInfo
-//	POST /admin/restore   {"path": "/absolute/backup"}                    → store.RestoreResult
+//	POST /admin/restore   {"name": "jobs.json.backup.20250709-143000"}    → store.RestoreResult
 //	GET  /admin/verify                                                    → store.VerifyResult
 //	GET  /admin/recover[?dry_run=true]                                    → AdminRecoverResponse
 //
@@ -50,10 +50,17 @@ type AdminBackupRequest struct {
 	Compress *bool `json:"compress,omitempty"`
 }
 
-// AdminRestoreRequest is the body of POST /admin/restore.
+// AdminRestoreRequest is the body of POST /admin/restore. The backup is
+// named by its file name in the data directory, never by a path: an API
+// client must not make the daemon read files elsewhere on its host. A
+// backup from elsewhere is first copied in beside the others (secauto
+// backup restore FILE does that).
 type AdminRestoreRequest struct {
-	// Path is the absolute path of the backup on the daemon's host.
-	Path string `json:"path"`
+	// Name is the backup's file name, as GET /admin/backups lists it.
+	Name string `json:"name,omitempty"`
+	// Path is the field earlier releases took; it is accepted as Name is,
+	// a file name only.
+	Path string `json:"path,omitempty"`
 }
 
 // AdminRecoverResponse is the answer of GET /admin/recover: the report of

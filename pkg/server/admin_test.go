@@ -48,7 +48,7 @@ func TestAdminEndpointsNeedToken(t *testing.T) {
 		{"POST", "/admin/cleanup", `{"dry_run":true}`},
 		{"POST", "/admin/backups", ""},
 		{"GET", "/admin/backups", ""},
-		{"POST", "/admin/restore", `{"path":"/nonexistent"}`},
+		{"POST", "/admin/restore", `{"name":"jobs.json.backup.20000101-000000"}`},
 		{"GET", "/admin/verify", ""},
 		{"GET", "/admin/recover", ""},
 	}
@@ -274,27 +274,26 @@ func TestAdminRestoreWhileJobRuns(t *testing.T) {
 	waitFor(t, "the waiting submission to be queued", func() bool { return e.srv.queue.len() == 2 })
 
 	for _, tt := range []struct{ body, want string }{
-		{`{"path":"relative/backup"}`, "not absolute"},
-		{`{"path":""}`, `"path"`},
-		{`{"path":"` + filepath.Join(e.dir, "missing") + `"}`, "cannot read backup"},
-		{`{"path":"` + e.dir + `"}`, "not a file"},
+		{`{"name":"relative/backup"}`, "not a path"},
+		{`{"name":""}`, `"name"`},
+		{`{"name":"jobs.json.backup.20000101-000000"}`, "holds no backup"},
 	} {
 		if code, b := e.do("POST", "/admin/restore", tt.body); code != http.StatusBadRequest || !strings.Contains(errorOf(t, b), tt.want) {
 			t.Errorf("restore %s: %d %s", tt.body, code, b)
 		}
 	}
-	bad := filepath.Join(t.TempDir(), "bad.json")
-	if err := os.WriteFile(bad, []byte(`{"x": {"id": "y"}}`), 0o600); err != nil {
+	const badName = "jobs.json.backup.20000101-000001"
+	if err := os.WriteFile(filepath.Join(e.dir, badName), []byte(`{"x": {"id": "y"}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, b := e.do("POST", "/admin/restore", `{"path":"`+bad+`"}`); code != http.StatusBadRequest || !strings.Contains(errorOf(t, b), "not a usable backup") {
+	if code, b := e.do("POST", "/admin/restore", `{"name":"`+badName+`"}`); code != http.StatusBadRequest || !strings.Contains(errorOf(t, b), "not a usable backup") {
 		t.Errorf("restore of a bad file: %d %s", code, b)
 	}
 	if j := e.job(long); j.Status != job.Running {
 		t.Fatalf("a refused restore touched the running job: %s", j.Status)
 	}
 
-	code, b := e.do("POST", "/admin/restore", `{"path":"`+path+`"}`)
+	code, b := e.do("POST", "/admin/restore", `{"name":"`+copyBackupIn(t, path, e.dir)+`"}`)
 	res := decodeBody[store.RestoreResult](t, b)
 	if code != http.StatusOK || res.RestoredJobs != 2 || !filepath.IsAbs(res.SafetyBackup) {
 		t.Fatalf("restore: %d %s", code, b)
@@ -350,7 +349,7 @@ func TestAdminRestoreWhileShuttingDown(t *testing.T) {
 	e := newEnv(t, Options{})
 	path, _, _ := backupOf(t)
 	e.srv.draining.Store(true)
-	if code, b := e.do("POST", "/admin/restore", `{"path":"`+path+`"}`); code != http.StatusConflict || !strings.Contains(errorOf(t, b), "shutting down") {
+	if code, b := e.do("POST", "/admin/restore", `{"name":"`+copyBackupIn(t, path, e.dir)+`"}`); code != http.StatusConflict || !strings.Contains(errorOf(t, b), "shutting down") {
 		t.Errorf("restore while shutting down: %d %s", code, b)
 	}
 }

@@ -184,25 +184,13 @@ func (s *Server) handleAdminRestore(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.code, aerr.msg)
 		return
 	}
-	path := req.Path
-	switch {
-	case strings.TrimSpace(path) == "":
-		writeError(w, http.StatusBadRequest, `give the backup to restore as "path"`)
-		return
-	case !filepath.IsAbs(path):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("path %q is not absolute; give the backup's absolute path on the daemon's host", path))
-		return
-	}
-	path = filepath.Clean(path)
-	if fi, err := os.Stat(path); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("cannot read backup %s: %v; nothing was changed", path, errors.Unwrap(err)))
-		return
-	} else if !fi.Mode().IsRegular() {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s is not a file; nothing was changed", path))
+	path, aerr := s.backupNamed(req)
+	if aerr != nil {
+		writeError(w, aerr.code, aerr.msg)
 		return
 	}
 	if _, _, err := store.CheckRestoreFile(path); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s is not a usable backup (%v); nothing was changed", path, err))
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s is not a usable backup (%v); nothing was changed", filepath.Base(path), err))
 		return
 	}
 
@@ -214,9 +202,38 @@ func (s *Server) handleAdminRestore(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &se):
 		writeError(w, http.StatusServiceUnavailable, se.Error())
 	case err != nil:
-		aerr := s.adminFailure(fmt.Sprintf("cannot restore %s", path), err)
+		aerr := s.adminFailure(fmt.Sprintf("cannot restore %s", filepath.Base(path)), err)
 		writeError(w, aerr.code, aerr.msg+"; the store is unchanged")
 	default:
 		writeJSON(w, http.StatusOK, rep.RestoreResult)
 	}
+}
+
+// backupNamed returns the path of the backup a restore request names. The
+// name must be a backup's file name (store.ParseBackupName) and a file of
+// the data directory: no path, no "..", no link. A refusal says what to
+// send, and nothing of what exists outside the data directory, which is
+// never looked at.
+func (s *Server) backupNamed(req AdminRestoreRequest) (string, *apiError) {
+	name := req.Name
+	switch {
+	case name == "":
+		name = req.Path
+	case req.Path != "" && req.Path != name:
+		return "", badRequest(`give the backup as "name" only`)
+	}
+	switch {
+	case strings.TrimSpace(name) == "":
+		return "", badRequest(`give the backup to restore as "name": its file name in the data directory, as GET /admin/backups lists it`)
+	case strings.ContainsAny(name, `/\`) || strings.Contains(name, ".."):
+		return "", badRequest(`"name" must be the file name of a backup in the data directory, not a path; copy a backup from elsewhere in beside the others first ('secauto backup restore FILE' does that)`)
+	}
+	if _, ok := store.ParseBackupName(name); !ok {
+		return "", badRequest(`%q is not the name of a backup; backups are named jobs.json.backup.YYYYMMDD-HHMMSS, with .gz when compressed`, name)
+	}
+	path := filepath.Join(s.dataDir(), name)
+	if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() {
+		return "", badRequest("the data directory holds no backup %s; list the backups with GET /admin/backups", name)
+	}
+	return path, nil
 }

@@ -70,6 +70,7 @@ func TestRestoreRacesSubmissions(t *testing.T) {
 	e := newEnv(t, Options{Workers: 3, wrapJobs: func(w jobWriter) jobWriter { counter.jobWriter = w; return counter },
 		Maintenance: Maintenance{Retention: 30 * 24 * time.Hour}})
 	path, _, _ := backupOf(t)
+	name := copyBackupIn(t, path, e.dir)
 
 	var (
 		mu       sync.Mutex
@@ -154,7 +155,7 @@ func TestRestoreRacesSubmissions(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for range 2 {
-				code, b, err := e.post("/admin/restore", `{"path":"`+path+`"}`)
+				code, b, err := e.post("/admin/restore", `{"name":"`+name+`"}`)
 				var res store.RestoreResult
 				if err != nil || code != http.StatusOK || json.Unmarshal(b, &res) != nil {
 					fail("restore: %d %s %v", code, b, err)
