@@ -24,6 +24,8 @@ func (s *Store) Recover(o RecoverOptions) (*RecoverResult, error) {
 	}
 	res := &RecoverResult{
 		JournalTruncatedBytes: s.report.JournalTruncatedBytes,
+		RestoredJobs:          s.report.RestoredJobs,
+		LostJobs:              s.report.LostJobs,
 		DryRun:                o.DryRun,
 		Actions:               []RecoverAction{},
 	}

@@ -223,13 +223,17 @@ type RecoverAction struct {
 
 // RecoverResult reports a recovery pass; its JSON is the CLI's output.
 type RecoverResult struct {
-	FailedRunning         int             `json:"failed_running"`
-	Requeued              int             `json:"requeued"`
-	Pending               int             `json:"pending"`
-	RestoredFrom          *string         `json:"restored_from"`
-	JournalTruncatedBytes int64           `json:"journal_truncated_bytes"`
-	DryRun                bool            `json:"dry_run"`
-	Actions               []RecoverAction `json:"actions"`
+	FailedRunning         int     `json:"failed_running"`
+	Requeued              int     `json:"requeued"`
+	Pending               int     `json:"pending"`
+	RestoredFrom          *string `json:"restored_from"`
+	JournalTruncatedBytes int64   `json:"journal_truncated_bytes"`
+	// RestoredJobs were taken from the backup in RestoredFrom; LostJobs
+	// had their newest state in damaged bytes (see OpenReport).
+	RestoredJobs []string        `json:"restored_jobs,omitempty"`
+	LostJobs     []string        `json:"lost_jobs,omitempty"`
+	DryRun       bool            `json:"dry_run"`
+	Actions      []RecoverAction `json:"actions"`
 	// Recovered holds the jobs changed by step 3, in their new state, for
 	// the job.recovered events.
 	Recovered []*job.Job `json:"-"`
