@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/secauto/secauto/pkg/config"
+	"github.com/secauto/secauto/pkg/playbook"
 	"github.com/secauto/secauto/pkg/server"
 	"github.com/secauto/secauto/pkg/store"
 	"github.com/spf13/cobra"
@@ -142,7 +144,28 @@ func serveOptions(opts *ServeOptions, cfg *config.Config, dir string) (server.Op
 		return so, &configError{err}
 	}
 	so.TLS = tc
+	pc, err := httpPolicy(cfg)
+	if err != nil {
+		return so, &configError{err}
+	}
+	so.HTTPPolicy = pc
 	return so, nil
+}
+
+// httpPolicy is playbook.http as the playbook package reads it, checked
+// now so that an entry it refuses stops the start naming its key and line.
+func httpPolicy(cfg *config.Config) (*playbook.HTTPPolicyConfig, error) {
+	h := cfg.Playbook.HTTP
+	pc := &playbook.HTTPPolicyConfig{AllowedHosts: h.AllowedHosts, DeniedNetworks: h.DeniedNetworks}
+	_, err := playbook.NewHTTPPolicy(*pc)
+	var pe *playbook.PolicyConfigError
+	switch {
+	case errors.As(err, &pe):
+		return nil, cfg.KeyError(fmt.Sprintf("%s[%d]", pe.Setting, pe.Index), fmt.Sprintf("%q %v", pe.Entry, pe.Err))
+	case err != nil:
+		return nil, err
+	}
+	return pc, nil
 }
 
 func serveRun(ctx context.Context, opts *ServeOptions) error {

@@ -90,3 +90,31 @@ func TestLoggerFormat(t *testing.T) {
 		t.Errorf("piped default should be JSON: %q", b.String())
 	}
 }
+
+// playbook.http reaches the daemon's options; an entry the playbook
+// package refuses stops serve with exit 2, naming its key and line.
+func TestServeHTTPPolicy(t *testing.T) {
+	load := func(src string) *ServeOptions {
+		cfg, err := config.Parse("c.yaml", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ios, _, _, _ := TestStreams()
+		return &ServeOptions{IO: ios, Config: func() (*config.Config, error) { return cfg, nil }}
+	}
+	opts := load("playbook:\n  http:\n    allowed_hosts: [\"*.example.com\", 10.0.0.0/8]\n    denied_networks: [10.9.0.0/16]\n")
+	cfg, _ := opts.Config()
+	so, err := serveOptions(opts, cfg, "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := so.HTTPPolicy; p == nil || len(p.AllowedHosts) != 2 || len(p.DeniedNetworks) != 1 {
+		t.Errorf("policy: %+v", so.HTTPPolicy)
+	}
+	opts = load("playbook:\n  http:\n    allowed_hosts:\n      - intel.example\n      - \"intel.example:0\"\n")
+	cfg, _ = opts.Config()
+	_, err = serveOptions(opts, cfg, "data")
+	if exitCode(err) != ExitUsage || err == nil || !strings.HasPrefix(err.Error(), `c.yaml:5: playbook.http.allowed_hosts[1]: "intel.example:0" `) {
+		t.Errorf("refused entry: exit %d, %v", exitCode(err), err)
+	}
+}

@@ -20,22 +20,22 @@ func (c *Config) ServerTLS() (*tls.Config, error) {
 	}
 	certPEM, chain, err := readCerts(s.TLSCert)
 	if err != nil {
-		return nil, c.keyError("server.tls_cert", err.Error())
+		return nil, c.KeyError("server.tls_cert", err.Error())
 	}
 	keyPEM, err := os.ReadFile(s.TLSKey)
 	if err != nil {
-		return nil, c.keyError("server.tls_key", fmt.Sprintf("cannot read %s: %v; give the PEM private key of server.tls_cert", s.TLSKey, unwrapPath(err)))
+		return nil, c.KeyError("server.tls_key", fmt.Sprintf("cannot read %s: %v; give the PEM private key of server.tls_cert", s.TLSKey, unwrapPath(err)))
 	}
 	switch hasPEMKey(keyPEM) {
 	case "":
-		return nil, c.keyError("server.tls_key", fmt.Sprintf("%s holds no PEM private key; give the key of server.tls_cert", s.TLSKey))
+		return nil, c.KeyError("server.tls_key", fmt.Sprintf("%s holds no PEM private key; give the key of server.tls_cert", s.TLSKey))
 	case "ENCRYPTED PRIVATE KEY":
-		return nil, c.keyError("server.tls_key", fmt.Sprintf("%s is encrypted; give the key unencrypted, in a file only the daemon's user may read", s.TLSKey))
+		return nil, c.KeyError("server.tls_key", fmt.Sprintf("%s is encrypted; give the key unencrypted, in a file only the daemon's user may read", s.TLSKey))
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		// The key's parse errors are not passed on: they could quote it.
-		return nil, c.keyError("server.tls_key", fmt.Sprintf("%s is not a private key of the certificate in %s; give the key that belongs to it", s.TLSKey, s.TLSCert))
+		return nil, c.KeyError("server.tls_key", fmt.Sprintf("%s is not a private key of the certificate in %s; give the key that belongs to it", s.TLSKey, s.TLSCert))
 	}
 	pair.Leaf = chain[0]
 	return &tls.Config{
@@ -55,7 +55,7 @@ func (c *Config) ClientTLS() (*tls.Config, error) {
 	}
 	_, certs, err := readCerts(c.Server.TLSCert)
 	if err != nil {
-		return nil, c.keyError("server.tls_cert", err.Error())
+		return nil, c.KeyError("server.tls_cert", err.Error())
 	}
 	pinned := certs[0]
 	return &tls.Config{
@@ -134,7 +134,9 @@ func hasPEMKey(data []byte) string {
 	}
 }
 
-// keyError is a mistake in the value of key found after parsing.
-func (c *Config) keyError(key, msg string) error {
-	return Errors{{File: c.File, Line: c.lines[key], Key: key, Msg: msg}}
+// KeyError is a mistake in the value of key (a dotted path such as
+// playbook.http.allowed_hosts[2]) found after loading, by the code that
+// uses the value: it names the file and line as loading would.
+func (c *Config) KeyError(key, msg string) error {
+	return Errors{{File: c.File, Line: c.lines[key], Key: redactURLs(key), Msg: redactURLs(msg)}}
 }

@@ -67,16 +67,21 @@ func Run(ctx context.Context, o Options) error {
 	}
 	logRecovery(log, st.Report(), rec)
 
-	s, err := New(st, o)
-	if err != nil {
-		return errors.Join(err, closeStore())
-	}
-	s.setRecovery(rec)
-
 	ln, err := net.Listen("tcp", net.JoinHostPort(o.Address, fmt.Sprint(o.Port)))
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen on %s port %d: %w; choose another --port or stop what uses it", o.Address, o.Port, err), closeStore())
 	}
+	if o.Runner, err = stepRunner(o, ln); err != nil {
+		ln.Close()
+		return errors.Join(err, closeStore())
+	}
+	s, err := New(st, o)
+	if err != nil {
+		ln.Close()
+		return errors.Join(err, closeStore())
+	}
+	s.setRecovery(rec)
+
 	addr := dialAddress(ln.Addr())
 	if o.TLS != nil {
 		tc := o.TLS.Clone()

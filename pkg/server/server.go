@@ -68,6 +68,10 @@ type Options struct {
 	Ready func(addr string)
 	// Runner executes playbooks; nil means a zero playbook.Runner.
 	Runner *playbook.Runner
+	// HTTPPolicy says what http steps may reach (playbook.http in the
+	// configuration); nil means the default policy. Run applies it, with
+	// the API's own address denied, unless Runner has a Client of its own.
+	HTTPPolicy *playbook.HTTPPolicyConfig
 	// Webhooks are the endpoints events are delivered to (SPEC §9).
 	Webhooks []webhook.Endpoint
 	// Maintenance configures cleanup and backups, run in the background
