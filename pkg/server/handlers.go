@@ -48,8 +48,12 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, wait chan *job.J
 	if aerr := decodeJSON(w, r, s.maxBody, &req); aerr != nil {
 		return nil, aerr
 	}
-	if err := playbook.Validate(req.Playbook); err != nil {
+	var limits playbook.ValidateOptions // the defaults: steps, template and context size
+	if err := limits.Validate(req.Playbook); err != nil {
 		return nil, badRequest("invalid playbook: %v", err)
+	}
+	if err := limits.ValidateContext(req.Context); err != nil {
+		return nil, badRequest("invalid context: %v", err)
 	}
 	switch req.OnInterrupt {
 	case "", job.OnInterruptFail, job.OnInterruptRetry:
