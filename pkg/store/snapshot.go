@@ -92,7 +92,8 @@ func splitLines(data []byte) ([]keyed, [][]byte, bool) {
 		line, rest, more := bytes.Cut(body, []byte{'\n'})
 		body = rest
 		if more {
-			if line, ok = bytes.CutSuffix(line, []byte(",")); !ok {
+			// A comma needs a job after it: "a": {…},\n\n} is not JSON.
+			if line, ok = bytes.CutSuffix(line, []byte(",")); !ok || len(rest) == 0 {
 				return nil, nil, false
 			}
 		}
