@@ -94,6 +94,15 @@ func CheckValue(v any, limit string, maxBytes int) error {
 	return scan(b, MaxValueDepth)
 }
 
+// plainByte marks the bytes a string may hold that need no second look:
+// printable ASCII other than the quote and the backslash.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // scan is CheckEncoded without the size check.
 func scan(raw []byte, maxDepth int) error {
 	depth := 0
@@ -104,6 +113,14 @@ func scan(raw []byte, maxDepth int) error {
 		case c == '"':
 			i++
 			for i < n {
+				// Most bytes of a string are plain ASCII: skip them in a
+				// tight loop, the rest below.
+				for i < n && plainByte[raw[i]] {
+					i++
+				}
+				if i >= n {
+					break
+				}
 				c = raw[i]
 				if c == '"' {
 					break
