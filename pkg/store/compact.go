@@ -117,10 +117,14 @@ func (s *Store) snapshotLocked(force bool) error {
 	if err == nil {
 		err = s.w.Cut(v.applied)
 	}
+	s.idx.mu.Lock()
 	if err != nil {
-		s.idx.mu.Lock()
 		s.idx.dirty = true
-		s.idx.mu.Unlock()
+	} else {
+		s.idx.journaled -= v.journaled
+	}
+	s.idx.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	s.compactor.wrote(written, s.opts.Now())

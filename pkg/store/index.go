@@ -26,7 +26,9 @@ type index struct {
 	// applied is the journal offset up to which changes are in jobs and
 	// records; a snapshot taken under mu covers the journal up to it.
 	applied int64
-	dirty   bool // changed since the last snapshot
+	// journaled counts the changes in the journal, as verify reports it.
+	journaled int
+	dirty     bool // changed since the last snapshot
 }
 
 // change is one queued job put (e != nil) or delete (e == nil), or, when
@@ -94,6 +96,7 @@ func (x *index) settleLocked(changes []*change, ok bool) {
 	}
 	if ok {
 		x.dirty = true
+		x.journaled++
 	}
 }
 
@@ -131,9 +134,10 @@ func (x *index) replace(jobs map[string]*entry) {
 // view is a point-in-time copy of the durable state. Entries are immutable,
 // so it stays consistent after mu is released.
 type view struct {
-	items   []keyed
-	records map[string][]byte
-	applied int64
+	items     []keyed
+	records   map[string][]byte
+	applied   int64
+	journaled int
 }
 
 func (x *index) view() view {
@@ -147,7 +151,7 @@ func (x *index) viewLocked() view {
 	for id, e := range x.jobs {
 		items = append(items, keyed{id, e})
 	}
-	return view{items: items, records: maps.Clone(x.records), applied: x.applied}
+	return view{items: items, records: maps.Clone(x.records), applied: x.applied, journaled: x.journaled}
 }
 
 // get finds a job by id or unique id prefix.

@@ -185,6 +185,7 @@ func (s *Store) load() error {
 	s.report = st.report
 	s.report.Problems = problemStrings(st.problems)
 	s.idx = newIndex(st.jobs, st.records)
+	s.idx.journaled = len(st.scan.Entries)
 	s.compactor = newCompactor(st.snapBytes, now)
 	if s.opts.ReadOnly {
 		return nil

@@ -91,6 +91,7 @@ func (s *Store) Verify(o VerifyOptions) (*VerifyResult, error) {
 	}
 	s.files.snapMu.Unlock()
 	v := s.idx.view()
+	res.Journal = v.journaled
 	checkAll(res, s.files.fs, s.opts.Dir, v.items, v.records, o)
 	return res, nil
 }
