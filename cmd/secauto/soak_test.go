@@ -441,6 +441,7 @@ func TestSoak(t *testing.T) {
 	secret := "soak-hook-" + rand.Text()
 	var report bytes.Buffer
 	logf := func(format string, args ...any) {
+		t.Helper()
 		line := fmt.Sprintf(format, args...)
 		t.Log(line)
 		report.WriteString(line + "\n")
@@ -495,6 +496,7 @@ logging:
 		*soakDuration, dir, *soakClients, *soakRate, *soakKillMin, *soakKillMax, *soakEvery)
 	logf("%8s %4s %6s %8s %5s %10s %7s %9s %7s %5s %7s", "time", "life", "age", "RSS MiB", "fds", "goroutines", "jobs", "store MiB", "backlog", "live", "acked")
 	row := func(lt *soakLifetime, s soakPoint) {
+		t.Helper()
 		if s.sampleError != "" {
 			logf("%8s %4d %6s sample failed: %s", s.at.Round(time.Second), lt.n, s.age.Round(time.Second), s.sampleError)
 			return
@@ -748,12 +750,14 @@ logging:
 		}
 	}
 	var refusals []string
+	notAcked := 0
 	for why, n := range refused {
+		notAcked += n
 		refusals = append(refusals, fmt.Sprintf("%d× %s", n, firstLines(why, 1)))
 	}
 	slices.Sort(refusals)
 	logf("")
-	logf("jobs acknowledged %d (%v), by status %v; submissions not acknowledged: %d kinds %q", len(acked), byKind, byStatus, len(refusals), refusals[:min(len(refusals), 8)])
+	logf("jobs acknowledged %d (%v), by status %v; submissions not acknowledged %d %q", len(acked), byKind, byStatus, notAcked, refusals[:min(len(refusals), 8)])
 	logf("daemon: %d lifetimes, %d kill -9, %d commands beside it (%d cleanups, %d backups, %d failed); drain took %v",
 		len(lives)+1, kills, adminRuns, cleanups, backups, len(adminFails), drainTook.Round(time.Second))
 	logf("webhooks: %d deliveries, %d answered 500, %d accepted again (duplicates), %d bad signatures; events accepted %v; %d job events expected",
