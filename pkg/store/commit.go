@@ -133,7 +133,7 @@ func (s *Store) prepareUpdate(id string, base *entry, fn func(*job.Job) error) (
 		j = base.live.Clone()
 	} else {
 		var err error
-		if j, err = decodeJob(base.raw); err != nil {
+		if j, err = loadJob(base.raw); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -72,6 +72,17 @@ func decodeJob(raw []byte) (*job.Job, error) {
 	return job.Decode(raw)
 }
 
+// loadJob decodes a job of the index. Every entry there was checked
+// against the whole schema when it was loaded or written, so reads and
+// updates skip the check (it costs twice the decoding); verify does not.
+func loadJob(raw []byte) (*job.Job, error) {
+	var j job.Job
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return nil, fmt.Errorf("decode stored job: %w", err)
+	}
+	return &j, nil
+}
+
 func newEntry(raw []byte, st job.Status, created time.Time, completed *time.Time) *entry {
 	e := &entry{raw: raw, status: internStatus(st), created: created.UnixNano()}
 	if completed != nil {

@@ -272,7 +272,7 @@ func (s *Store) Get(idOrPrefix string) (*job.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeJob(e.raw)
+	return loadJob(e.raw)
 }
 
 // List returns the jobs matching f, newest first (by creation time, then id)
@@ -281,7 +281,7 @@ func (s *Store) List(f Filter) ([]*job.Job, error) {
 	items := s.idx.list(f)
 	out := make([]*job.Job, 0, len(items))
 	for _, it := range items {
-		j, err := decodeJob(it.e.raw)
+		j, err := loadJob(it.e.raw)
 		if err != nil {
 			// Every job is checked when it is loaded or written, so this
 			// is a bug; one bad job must still not hide all the others.
