@@ -55,13 +55,12 @@ type sumCheck struct {
 func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (int64, error) {
 	path := filepath.Join(dir, SnapshotFile)
 	crc := crc32.New(crcTable)
-	var lines bytes.Buffer
-	lines.Grow(len(items) * 46)
+	lines := make([]byte, 0, len(items)*46)
 	var n int64
 	err := fsys.WriteFileAtomic(fs, path, fileMode, func(w io.Writer) error {
 		cw := &countWriter{w: io.MultiWriter(w, crc)}
 		err := writeSnapshot(cw, items, progress, func(id string, c uint32) {
-			fmt.Fprintf(&lines, "%08x %s\n", c, id)
+			lines = appendSumLine(lines, c, id)
 		})
 		n = cw.n
 		return err
@@ -83,7 +82,7 @@ func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (in
 		if _, err := w.Write(append(head, '\n')); err != nil {
 			return err
 		}
-		_, err := w.Write(lines.Bytes())
+		_, err := w.Write(lines)
 		return err
 	})
 	if err != nil {
@@ -91,6 +90,17 @@ func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (in
 		return n, fmt.Errorf("write %s: %w", snapshotSumFile, err)
 	}
 	return n, nil
+}
+
+// appendSumLine appends "crc32c id\n", the per-job line of jobs.json.sum.
+func appendSumLine(b []byte, crc uint32, id string) []byte {
+	const digits = "0123456789abcdef"
+	for shift := 28; shift >= 0; shift -= 4 {
+		b = append(b, digits[crc>>uint(shift)&0xf])
+	}
+	b = append(b, ' ')
+	b = append(b, id...)
+	return append(b, '\n')
 }
 
 // checkSnapshotSum compares jobs.json (data, and what stat said of it when
