@@ -141,7 +141,8 @@ func jsonKind(kind string) string {
 }
 
 // recorder remembers the status of an answer for the request counter, and
-// turns the mux's plain-text 404 and 405 answers into JSON errors.
+// turns the mux's plain-text or bodiless errors (404, 405, the 400 for the
+// request target *) into JSON errors.
 type recorder struct {
 	http.ResponseWriter
 	r       *http.Request
@@ -155,13 +156,15 @@ func (rw *recorder) WriteHeader(code int) {
 	}
 	rw.code = code
 	h := rw.Header()
-	if code >= 400 && strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+	if ct := h.Get("Content-Type"); code >= 400 && (ct == "" || strings.HasPrefix(ct, "text/plain")) {
 		var msg string
 		switch code {
 		case http.StatusNotFound:
 			msg = fmt.Sprintf("no endpoint %s %s", rw.r.Method, rw.r.URL.Path)
 		case http.StatusMethodNotAllowed:
 			msg = fmt.Sprintf("method %s is not allowed on %s; use %s", rw.r.Method, rw.r.URL.Path, h.Get("Allow"))
+		case http.StatusBadRequest:
+			msg = fmt.Sprintf("bad request target %q", rw.r.RequestURI)
 		default:
 			msg = strings.ToLower(http.StatusText(code))
 		}
