@@ -20,7 +20,9 @@ import (
 func TestBackupKilledLeavesNoHalfBackup(t *testing.T) {
 	work := t.TempDir()
 	pristine := filepath.Join(work, "pristine")
-	d := startServe(t, pristine)
+	// No background backup: every backup found is one this test made.
+	cfg := writeConfig(t, work, "jobs:\n  backup_enabled: false\n")
+	d := startServe(t, pristine, "--config", cfg)
 	n, tries := 600, 30
 	if raceBuild {
 		n, tries = 200, 12
