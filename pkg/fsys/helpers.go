@@ -34,38 +34,82 @@ var ErrNotPrivate = errors.New("directory is not private")
 // On an error before the rename, the temp file is removed and path is
 // untouched. If only the final directory fsync fails, path already holds
 // the new content but its durability is unknown; the error says so.
-func WriteFileAtomic(fsys FS, path string, perm fs.FileMode, write func(w io.Writer) error) (err error) {
-	tmp, f, err := createTemp(fsys, path, perm)
+func WriteFileAtomic(fsys FS, path string, perm fs.FileMode, write func(w io.Writer) error) error {
+	t, err := WriteTemp(fsys, path, perm, write)
 	if err != nil {
 		return err
 	}
-	renamed := false
+	return Install(fsys, t)
+}
+
+// Temp is a file written in full and fsynced under a temporary name beside
+// the path it is meant for, not yet in place.
+type Temp struct {
+	fs   FS
+	name string
+	path string
+	// Info is what stat said of the finished file. A rename keeps it, so
+	// it describes the file Install puts at path.
+	Info fs.FileInfo
+}
+
+// WriteTemp is the first half of WriteFileAtomic: it writes and fsyncs the
+// temp file. Install or Discard finishes it.
+func WriteTemp(fsys FS, path string, perm fs.FileMode, write func(w io.Writer) error) (_ *Temp, err error) {
+	tmp, f, err := createTemp(fsys, path, perm)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
-		if err != nil && !renamed {
+		if err != nil {
 			f.Close()
 			fsys.Remove(tmp)
 		}
 	}()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	if err = write(bw); err != nil {
-		return err
+		return nil, err
 	}
 	// The file system's errors name the temp file already.
 	if err = bw.Flush(); err != nil {
-		return err
+		return nil, err
 	}
 	if err = f.Sync(); err != nil {
-		return err
+		return nil, err
 	}
 	if err = f.Close(); err != nil {
-		return err
+		return nil, err
 	}
-	if err = fsys.Rename(tmp, path); err != nil {
-		return err
+	st, err := fsys.Stat(tmp)
+	if err != nil {
+		return nil, err
 	}
-	renamed = true
-	if err = fsys.SyncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("%s replaced, but not yet durable: %w", path, err)
+	return &Temp{fs: fsys, name: tmp, path: path, Info: st}, nil
+}
+
+// Discard removes a temp file that will not be installed.
+func (t *Temp) Discard() { t.fs.Remove(t.name) }
+
+// Install renames each temp file over its path, in order, then fsyncs
+// their directory once: files that are replaced together share the one
+// directory fsync. The temps must be in the same directory. After a crash,
+// each path holds its old or its new content, whole, but one may have been
+// replaced without the other. On an error, the temps not yet renamed are
+// removed.
+func Install(fsys FS, temps ...*Temp) error {
+	for i, t := range temps {
+		if err := fsys.Rename(t.name, t.path); err != nil {
+			for _, rest := range temps[i:] {
+				rest.Discard()
+			}
+			return err
+		}
+	}
+	if len(temps) == 0 {
+		return nil
+	}
+	if err := fsys.SyncDir(filepath.Dir(temps[0].path)); err != nil {
+		return fmt.Errorf("%s replaced, but not yet durable: %w", temps[len(temps)-1].path, err)
 	}
 	return nil
 }

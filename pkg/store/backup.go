@@ -225,7 +225,7 @@ func readBackup(fsy fsys.FS, path string, requireSum bool) (map[string]*entry, i
 		}
 	}
 	// A backup may come from anywhere: check every job in full.
-	jobs, problems, err := decodeSnapshot(data, true)
+	jobs, problems, err := decodeSnapshot(data, nil)
 	if err != nil {
 		return nil, 0, fmt.Errorf("not a jobs.json snapshot: %w", err)
 	}

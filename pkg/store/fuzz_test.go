@@ -16,7 +16,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add([]byte("{\n\"a\": {\"id\": \"a\", \"status\": \"pending\", \"created_at\": \"2025-01-01T00:00:00Z\"},\n\"b\": {\"id\": \"b\", \"status\": \"pending\", \"created_at\": \"2025-01-01T00:00:00Z\"}\n}\n"))
 	f.Add([]byte("{\n}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		jobs, problems, err := decodeSnapshot(data, true)
+		jobs, problems, err := decodeSnapshot(data, nil)
 		var ref map[string]json.RawMessage
 		refErr := json.Unmarshal(data, &ref)
 		if err == nil && len(problems) == 0 {
@@ -34,7 +34,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 			if err := writeSnapshot(&buf, items, nil, nil); err != nil {
 				t.Fatal(err)
 			}
-			back, problems, err := decodeSnapshot(buf.Bytes(), true)
+			back, problems, err := decodeSnapshot(buf.Bytes(), nil)
 			if err != nil || len(problems) > 0 || len(back) != len(jobs) {
 				t.Fatalf("rewritten snapshot does not load: %v %v", err, problems)
 			}

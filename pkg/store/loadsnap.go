@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -24,45 +25,41 @@ func (l *loader) loadJobs(scan *journal.Scan) error {
 		l.st.jobs = map[string]*entry{}
 		return nil
 	}
-	sum := checkSnapshotSum(l.fs, l.dir, data, st)
-	jobs, problems, perr := decodeSnapshot(data, !sum.trusted)
+	sums := readSnapshotSums(l.fs, l.dir, st)
+	jobs, problems, perr := decodeSnapshot(data, sums)
 	if perr != nil {
 		return l.replaceSnapshot(fmt.Errorf("does not parse: %w", perr))
 	}
 	l.st.snapBytes = int64(len(data))
 	l.st.report.SnapshotJobs = len(jobs)
+	missing := missingJobs(sums, jobs, problems)
+	rotted := len(missing)
+	for _, p := range problems {
+		if errors.Is(p.err, errJobRotted) || errors.Is(p.err, errJobPhantom) {
+			rotted++
+		}
+	}
+	if rotted > 0 {
+		l.problem(SnapshotFile, "", "checksum mismatch: %d jobs changed on disk since secauto wrote them (per-job CRC-32C in %s)", rotted, snapshotSumFile)
+	}
 	var bad []string
 	for _, p := range problems {
 		l.problem(SnapshotFile, p.id, "%v", p.err)
-		bad = append(bad, p.id)
+		if !errors.Is(p.err, errJobPhantom) {
+			bad = append(bad, p.id)
+		}
 	}
-	if sum.rot != nil {
-		l.problem(SnapshotFile, "", "%v", sum.rot)
-		if sum.jobs == nil {
-			// No per-job sums to tell which jobs rotted: every job was
-			// checked against the schema instead, and those that pass stay.
-			l.problem(SnapshotFile, "", "%s has no usable per-job checksums; jobs that still pass the schema were kept", snapshotSumFile)
-		}
-		damaged, phantom := sum.damagedJobs(jobs)
-		for _, id := range phantom {
-			l.problem(SnapshotFile, id, "not recorded in %s (its id rotted); dropped", snapshotSumFile)
-			delete(jobs, id)
-		}
-		for _, id := range damaged {
-			if _, ok := jobs[id]; ok {
-				l.problem(SnapshotFile, id, "its bytes changed on disk since secauto wrote them")
-				delete(jobs, id)
-			}
-			bad = append(bad, id)
-		}
+	for _, id := range missing {
+		l.problem(SnapshotFile, id, "recorded in %s but no longer found (its id rotted)", snapshotSumFile)
+		bad = append(bad, id)
 	}
 	l.st.jobs = jobs
-	if !sum.trusted && l.repair {
+	if sums == nil && l.repair {
 		// Checked job by job this once; the rewrite records checksums so
 		// that the next open reads it fast.
 		l.st.rewrite = true
 	}
-	if len(bad) == 0 && sum.rot == nil {
+	if len(bad) == 0 && rotted == 0 {
 		return nil
 	}
 	slices.Sort(bad)

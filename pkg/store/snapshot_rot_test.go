@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -234,5 +235,20 @@ func TestSnapshotReplacedByHandIsTakenAsIs(t *testing.T) {
 	got := state(t, s)
 	if len(got) != 2 || got[ids[0]] == "" || got[ids[3]] == "" {
 		t.Fatalf("jobs %v, want the backup's job and the journal's", got)
+	}
+}
+
+func TestSortByIDMatchesASort(t *testing.T) {
+	for _, n := range []int{0, 1, 5, 1 << 14, 1<<14 + 7, 50_001} {
+		items := make([]keyed, n)
+		for i := range items {
+			items[i].id = fmt.Sprintf("%08x", uint32(i)*2654435761)
+		}
+		want := slices.Clone(items)
+		slices.SortFunc(want, func(a, b keyed) int { return strings.Compare(a.id, b.id) })
+		sortByID(items)
+		if !slices.Equal(items, want) {
+			t.Fatalf("n=%d: sortByID differs from a sort", n)
+		}
 	}
 }

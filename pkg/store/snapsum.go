@@ -1,14 +1,15 @@
 package store
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -16,49 +17,51 @@ import (
 )
 
 // jobs.json carries no checksum of its own (its format is fixed), so a
-// flipped bit inside a string would load silently. jobs.json.sum records
-// the CRC-32C of the jobs.json that secauto last wrote, with its size and
-// modification time, and then the CRC-32C of every job in it:
+// flipped bit inside a string would load silently. jobs.json.sum records,
+// for the jobs.json that secauto last wrote, its size and modification time
+// and the CRC-32C of every job in it, in the file's order; the first line
+// also holds the CRC-32C of the lines after it, so the sum file vouches for
+// itself:
 //
-//	{"crc32c":"1a2b3c4d","size":123,"mtime":"…","jobs":2}
+//	{"size":123,"mtime":"…","jobs":2,"crc32c":"1a2b3c4d"}
 //	5e6f7a8b 0190c3f2-…
 //	9c0d1e2f 0190c3f3-…
 //
-// A file that still has that size and time but not that checksum has
-// rotted on disk, and the per-job sums say which jobs: only those are lost
-// (or taken from a backup), not the whole file. One with another size or
-// time was replaced by hand (an operator copying a backup over it, say) and
-// is checked job by job against the whole job schema instead.
+// A jobs.json that still has that size and time was written by secauto, and
+// its jobs are trusted as far as their sums match: those whose bytes rotted
+// are the only ones lost (or taken from a backup), not the whole file. One
+// with another size or time was replaced by hand (an operator copying a
+// backup over it, say) and is checked job by job against the whole job
+// schema instead. Each job's bytes are hashed once, as they are written.
 const snapshotSumFile = SnapshotFile + ".sum"
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 type snapshotSum struct {
-	CRC32C  string    `json:"crc32c"`
 	Size    int64     `json:"size"`
 	ModTime time.Time `json:"mtime"`
 	Jobs    int       `json:"jobs"`
+	// CRC32C covers the per-job lines.
+	CRC32C string `json:"crc32c"`
 }
 
-// sumCheck is what jobs.json.sum says of the jobs.json that was read.
-type sumCheck struct {
-	// trusted: secauto wrote this file and it is unchanged.
-	trusted bool
-	// rot is set when the file changed on disk since secauto wrote it;
-	// jobs then holds each job's recorded CRC (nil if the sum has none).
-	rot  error
-	jobs map[string]uint32
-}
+var (
+	// errJobRotted marks a job whose bytes no longer match their sum.
+	errJobRotted = errors.New("its bytes changed on disk since secauto wrote them")
+	// errJobPhantom marks a job under a key the sum never recorded: its id
+	// rotted, and it is dropped (the job is missed under its real id).
+	errJobPhantom = fmt.Errorf("not recorded in %s (its id rotted); dropped", snapshotSumFile)
+)
 
-// writeJobsFile atomically replaces jobs.json with items and records its
-// checksums. It returns the file's size.
+// writeJobsFile atomically replaces jobs.json with items and jobs.json.sum
+// with their checksums; the two share one directory fsync. It returns the
+// size of jobs.json.
 func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (int64, error) {
 	path := filepath.Join(dir, SnapshotFile)
-	crc := crc32.New(crcTable)
 	lines := make([]byte, 0, len(items)*46)
 	var n int64
-	err := fsys.WriteFileAtomic(fs, path, fileMode, func(w io.Writer) error {
-		cw := &countWriter{w: io.MultiWriter(w, crc)}
+	jobs, err := fsys.WriteTemp(fs, path, fileMode, func(w io.Writer) error {
+		cw := &countWriter{w: w}
 		err := writeSnapshot(cw, items, progress, func(id string, c uint32) {
 			lines = appendSumLine(lines, c, id)
 		})
@@ -68,17 +71,13 @@ func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (in
 	if err != nil {
 		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
-	st, err := fs.Stat(path)
-	if err != nil {
-		return 0, err
-	}
 	head, _ := json.Marshal(snapshotSum{
-		CRC32C:  fmt.Sprintf("%08x", crc.Sum32()),
-		Size:    st.Size(),
-		ModTime: st.ModTime().UTC(),
+		Size:    jobs.Info.Size(),
+		ModTime: jobs.Info.ModTime().UTC(),
 		Jobs:    len(items),
+		CRC32C:  fmt.Sprintf("%08x", crc32.Checksum(lines, crcTable)),
 	})
-	err = fsys.WriteFileAtomic(fs, filepath.Join(dir, snapshotSumFile), fileMode, func(w io.Writer) error {
+	sum, err := fsys.WriteTemp(fs, filepath.Join(dir, snapshotSumFile), fileMode, func(w io.Writer) error {
 		if _, err := w.Write(append(head, '\n')); err != nil {
 			return err
 		}
@@ -86,8 +85,14 @@ func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (in
 		return err
 	})
 	if err != nil {
-		// jobs.json is complete and durable; only the rot check is lost.
-		return n, fmt.Errorf("write %s: %w", snapshotSumFile, err)
+		jobs.Discard()
+		return 0, fmt.Errorf("write %s: %w", snapshotSumFile, err)
+	}
+	// A crash between the renames leaves a sum that does not describe
+	// jobs.json (another size and time): the next open checks each job
+	// against the schema, as for a file placed by hand.
+	if err := fsys.Install(fs, jobs, sum); err != nil {
+		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
 	return n, nil
 }
@@ -103,36 +108,34 @@ func appendSumLine(b []byte, crc uint32, id string) []byte {
 	return append(b, '\n')
 }
 
-// checkSnapshotSum compares jobs.json (data, and what stat said of it when
-// it was read) with jobs.json.sum.
-func checkSnapshotSum(fs fsys.FS, dir string, data []byte, st fs.FileInfo) sumCheck {
+// readSnapshotSums returns the per-job checksums jobs.json.sum records for
+// the jobs.json that stat described, or nil when it describes another file
+// (or none), or is damaged itself: then every job is checked against the
+// schema instead.
+func readSnapshotSums(fs fsys.FS, dir string, st fs.FileInfo) map[string]uint32 {
 	raw, err := fs.ReadFile(filepath.Join(dir, snapshotSumFile))
 	if err != nil || st == nil {
-		return sumCheck{}
+		return nil
 	}
 	head, rest, _ := bytes.Cut(raw, []byte{'\n'})
 	var sum snapshotSum
 	if json.Unmarshal(head, &sum) != nil || sum.Size != st.Size() || !sum.ModTime.Equal(st.ModTime().UTC()) {
-		return sumCheck{}
+		return nil
 	}
-	got := fmt.Sprintf("%08x", crc32.Checksum(data, crcTable))
-	if got == sum.CRC32C {
-		return sumCheck{trusted: true}
+	if fmt.Sprintf("%08x", crc32.Checksum(rest, crcTable)) != sum.CRC32C {
+		return nil
 	}
-	c := sumCheck{rot: fmt.Errorf("checksum mismatch: the file changed on disk since secauto wrote it (CRC-32C %s, recorded %s in %s)", got, sum.CRC32C, snapshotSumFile)}
-	c.jobs = parseJobSums(rest, sum.Jobs)
-	return c
+	return parseJobSums(rest, sum.Jobs)
 }
 
-// parseJobSums reads the per-job lines; nil when they are missing or
-// damaged themselves (then every job is checked against the schema only).
+// parseJobSums reads the per-job lines; nil when they do not add up.
 func parseJobSums(data []byte, want int) map[string]uint32 {
 	out := make(map[string]uint32, want)
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		hexsum, id, ok := bytes.Cut(sc.Bytes(), []byte{' '})
-		if !ok || len(hexsum) != 8 {
+	for len(data) > 0 {
+		line, rest, ok := bytes.Cut(data, []byte{'\n'})
+		data = rest
+		hexsum, id, ok2 := bytes.Cut(line, []byte{' '})
+		if !ok || !ok2 || len(hexsum) != 8 {
 			return nil
 		}
 		v, err := strconv.ParseUint(string(hexsum), 16, 32)
@@ -141,31 +144,40 @@ func parseJobSums(data []byte, want int) map[string]uint32 {
 		}
 		out[string(id)] = uint32(v)
 	}
-	if sc.Err() != nil || len(out) != want {
+	if len(out) != want {
 		return nil
 	}
 	return out
 }
 
-// damagedJobs lists the ids whose bytes in jobs.json no longer match their
-// recorded checksum, and those recorded but no longer found (their key
-// rotted); phantom lists keys found but never recorded.
-func (c sumCheck) damagedJobs(jobs map[string]*entry) (damaged, phantom []string) {
-	for id, e := range jobs {
-		want, ok := c.jobs[id]
-		switch {
-		case !ok:
-			phantom = append(phantom, id)
-		case crc32.Checksum(e.raw, crcTable) != want:
-			damaged = append(damaged, id)
+// checkJobSum tells whether a job's bytes match what sums recorded; sums nil
+// means there is nothing to check against.
+func checkJobSum(sums map[string]uint32, id string, raw []byte) error {
+	want, ok := sums[id]
+	switch {
+	case !ok:
+		return errJobPhantom
+	case crc32.Checksum(raw, crcTable) != want:
+		return errJobRotted
+	}
+	return nil
+}
+
+// missingJobs lists the ids sums recorded that are neither in jobs nor
+// among problems: their keys rotted, or the file was cut short.
+func missingJobs(sums map[string]uint32, jobs map[string]*entry, problems []jobProblem) []string {
+	seen := make(map[string]bool, len(problems))
+	for _, p := range problems {
+		seen[p.id] = true
+	}
+	var out []string
+	for id := range sums {
+		if _, ok := jobs[id]; !ok && !seen[id] {
+			out = append(out, id)
 		}
 	}
-	for id := range c.jobs {
-		if _, ok := jobs[id]; !ok {
-			damaged = append(damaged, id)
-		}
-	}
-	return damaged, phantom
+	slices.Sort(out)
+	return out
 }
 
 type countWriter struct {

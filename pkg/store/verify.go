@@ -83,10 +83,16 @@ func (s *Store) Verify(o VerifyOptions) (*VerifyResult, error) {
 		res.Problems = append(res.Problems, Problem{File: s.files.path(SnapshotFile), Message: err.Error()})
 	} else if data != nil {
 		st, _ := s.files.fs.Stat(s.files.path(SnapshotFile))
-		if sum := checkSnapshotSum(s.files.fs, s.opts.Dir, data, st); sum.rot != nil {
-			res.Problems = append(res.Problems, Problem{File: s.files.path(SnapshotFile), Message: sum.rot.Error()})
-		} else if _, _, err := decodeSnapshot(data, false); err != nil {
+		sums := readSnapshotSums(s.files.fs, s.opts.Dir, st)
+		jobs, problems, err := decodeSnapshot(data, sums)
+		if err != nil {
 			res.Problems = append(res.Problems, Problem{File: s.files.path(SnapshotFile), Message: "does not parse: " + err.Error()})
+		}
+		for _, p := range problems {
+			res.Problems = append(res.Problems, Problem{File: s.files.path(SnapshotFile), JobID: p.id, Message: p.err.Error()})
+		}
+		for _, id := range missingJobs(sums, jobs, problems) {
+			res.Problems = append(res.Problems, Problem{File: s.files.path(SnapshotFile), JobID: id, Message: "recorded in " + snapshotSumFile + " but no longer found (its id rotted)"})
 		}
 	}
 	s.files.snapMu.Unlock()
