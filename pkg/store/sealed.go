@@ -33,24 +33,29 @@ const (
 // not configured, or a sealed field does not authenticate or is malformed.
 // It never holds key material or plaintext.
 type SealedError struct {
-	JobID string // the job, or for a record its key
-	KeyID string // the key it is sealed with, when known
-	Field string // "context", "results.2.output", …
+	JobID  string // the job; empty for a record
+	Record string // the record's key, for a record
+	KeyID  string // the key it is sealed with, when known
+	Field  string // "context", "results.2.output", …
 	// NoKeyring: no jobs.encryption_key_file is configured at all.
 	NoKeyring bool
 	Err       error // wraps seal.ErrNoKey, seal.ErrAuth or seal.ErrMalformed
 }
 
 func (e *SealedError) Error() string {
+	what := "job " + e.JobID
+	if e.JobID == "" {
+		what = "record " + e.Record
+	}
 	switch {
 	case errors.Is(e.Err, seal.ErrNoKey) && e.NoKeyring:
-		return fmt.Sprintf("job %s is encrypted with key id %s and no jobs.encryption_key_file is configured; configure the key file that holds that key", e.JobID, e.KeyID)
+		return fmt.Sprintf("%s is encrypted with key id %s and no jobs.encryption_key_file is configured; configure the key file that holds that key", what, e.KeyID)
 	case errors.Is(e.Err, seal.ErrNoKey):
-		return fmt.Sprintf("job %s is encrypted with key id %s, which jobs.encryption_key_file does not hold; add that key to the file (after the first line, which encrypts)", e.JobID, e.KeyID)
+		return fmt.Sprintf("%s is encrypted with key id %s, which jobs.encryption_key_file does not hold; add that key to the file (after the first line, which encrypts)", what, e.KeyID)
 	case errors.Is(e.Err, seal.ErrAuth):
-		return fmt.Sprintf("job %s: its %s does not authenticate under key id %s: it was changed on disk or moved from another job or field; restore the job from a backup", e.JobID, e.Field, e.KeyID)
+		return fmt.Sprintf("%s: its %s does not authenticate under key id %s: it was changed on disk or moved from another job or field; restore it from a backup", what, e.Field, e.KeyID)
 	}
-	return fmt.Sprintf("job %s: its %s cannot be decrypted: %v", e.JobID, e.Field, e.Err)
+	return fmt.Sprintf("%s: its %s cannot be decrypted: %v", what, e.Field, e.Err)
 }
 
 func (e *SealedError) Unwrap() error { return e.Err }
@@ -236,13 +241,13 @@ func openRecord(kr *seal.Keyring, key string, v []byte) ([]byte, error) {
 	}
 	var m map[string]string
 	if err := json.Unmarshal(v, &m); err != nil || len(m) != 1 {
-		return nil, &SealedError{JobID: "record " + key, Field: recordField, NoKeyring: kr == nil, Err: fmt.Errorf("%w: not a sealed record", seal.ErrMalformed)}
+		return nil, &SealedError{Record: key, Field: recordField, NoKeyring: kr == nil, Err: fmt.Errorf("%w: not a sealed record", seal.ErrMalformed)}
 	}
 	env := m[sealedMarker]
 	id, _ := seal.EnvelopeKeyID(env)
 	pt, err := kr.Open(env, key, recordField)
 	if err != nil {
-		return nil, &SealedError{JobID: "record " + key, KeyID: id, Field: recordField, NoKeyring: kr == nil, Err: err}
+		return nil, &SealedError{Record: key, KeyID: id, Field: recordField, NoKeyring: kr == nil, Err: err}
 	}
 	return pt, nil
 }

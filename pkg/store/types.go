@@ -196,6 +196,10 @@ type Problem struct {
 	File    string `json:"file"`
 	JobID   string `json:"job_id,omitempty"`
 	Message string `json:"message"`
+	// MissingKeyID is set when nothing is damaged, but what the problem
+	// names is encrypted with this key, which is not configured: the fix
+	// is to configure it, not to repair anything.
+	MissingKeyID string `json:"missing_key_id,omitempty"`
 }
 
 func (p Problem) String() string {

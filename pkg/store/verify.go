@@ -149,13 +149,22 @@ func checkAll(res *VerifyResult, fsy fsys.FS, dir string, items []keyed, records
 	res.Records = len(records)
 	if o.CheckRecords != nil {
 		recs := make([]Record, 0, len(records))
+		missing := map[string]int{}
 		for _, k := range slices.Sorted(maps.Keys(records)) {
+			if id := recordKeyID(records[k]); id != "" && (o.Keyring == nil || !o.Keyring.Has(id)) {
+				missing[id]++
+				continue
+			}
 			v, err := openRecord(o.Keyring, k, records[k])
 			if err != nil {
 				add(Problem{File: filepath.Join(dir, RecordsFile), Message: err.Error()})
 				continue
 			}
 			recs = append(recs, Record{Key: k, Value: v})
+		}
+		for _, id := range slices.Sorted(maps.Keys(missing)) {
+			add(Problem{File: filepath.Join(dir, RecordsFile), MissingKeyID: id,
+				Message: fmt.Sprintf("%d records (webhook deliveries, maintenance schedule) are encrypted with key id %s, which is not configured; add that key to jobs.encryption_key_file to check and read them", missing[id], id)})
 		}
 		for _, msg := range o.CheckRecords(recs) {
 			add(Problem{File: filepath.Join(dir, RecordsFile), Message: msg})
@@ -223,7 +232,7 @@ func checkJobs(file string, items []keyed, kr *seal.Keyring) []Problem {
 		if kr == nil {
 			msg = fmt.Sprintf("%d jobs are encrypted with key id %s and no jobs.encryption_key_file is configured; configure the key file that holds it to check and read them", missing[k], k)
 		}
-		out = append(out, Problem{File: file, Message: msg})
+		out = append(out, Problem{File: file, Message: msg, MissingKeyID: k})
 	}
 	return out
 }
