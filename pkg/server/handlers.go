@@ -249,6 +249,11 @@ func (s *Server) lookup(r *http.Request) (*job.Job, *apiError) {
 	case errors.Is(err, store.ErrAmbiguous):
 		return nil, badRequest("job id prefix %s matches more than one job; give more of the id", id)
 	}
+	var sealed *store.SealedError
+	if errors.As(err, &sealed) {
+		// The daemon lacks the key, or the file was changed: say which.
+		return nil, &apiError{http.StatusInternalServerError, err.Error()}
+	}
 	return nil, s.storeError("read the job", err)
 }
 
