@@ -46,7 +46,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
+	"unsafe"
 )
 
 // Version is the envelope format version this package writes and reads.
@@ -190,15 +193,33 @@ func (kr *Keyring) Seal(dst, plaintext []byte, subject, field string) []byte {
 		panic("seal: no randomness: " + err.Error()) // crypto/rand never fails on supported systems
 	}
 	aad := appendAAD(buf[nonceSize:nonceSize], k.id, subject, field)
-	ct := make([]byte, 0, nonceSize+len(plaintext)+tagSize)
-	ct = append(ct, nonce...)
+	scratch := scratchPool.Get().(*[]byte)
+	ct := append((*scratch)[:0], nonce...)
 	ct = k.aead.Seal(ct, nonce, plaintext, aad)
+	dst = slices.Grow(dst, headerLen+b64.EncodedLen(len(ct)))
 	dst = append(dst, Version...)
 	dst = append(dst, ':')
 	dst = append(dst, k.id...)
 	dst = append(dst, ':')
-	return b64.AppendEncode(dst, ct)
+	dst = b64.AppendEncode(dst, ct)
+	if cap(ct) <= maxScratch {
+		*scratch = ct
+		scratchPool.Put(scratch)
+	}
+	return dst
 }
+
+// SealString is Seal returning the envelope as a string, without a copy.
+func (kr *Keyring) SealString(plaintext []byte, subject, field string) string {
+	b := kr.Seal(nil, plaintext, subject, field)
+	return unsafe.String(unsafe.SliceData(b), len(b)) // b is never written again
+}
+
+// scratchPool holds the buffers ciphertexts are built in before they are
+// encoded; larger ones than maxScratch are left to the collector.
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+const maxScratch = 1 << 20
 
 // EnvelopeKeyID returns the key id an envelope names, checking only its
 // header.
@@ -242,7 +263,8 @@ func (kr *Keyring) Open(env string, subject, field string) ([]byte, error) {
 	}
 	payload := env[headerLen:]
 	ct := make([]byte, b64.DecodedLen(len(payload)))
-	n, err := b64.Decode(ct, []byte(payload))
+	// Decode only reads its source: no copy of the payload is needed.
+	n, err := b64.Decode(ct, unsafe.Slice(unsafe.StringData(payload), len(payload)))
 	if err != nil {
 		return nil, fmt.Errorf("%w: the payload is not valid base64", ErrMalformed)
 	}

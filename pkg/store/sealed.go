@@ -93,7 +93,7 @@ func sealJob(j *job.Job, kr *seal.Keyring, prev *sealCache, maxBytes int) ([]byt
 		if old != nil && old.env != "" && bytes.Equal(old.pt, pt) {
 			*dst = *old
 		} else {
-			*dst = fieldSeal{pt: pt, env: string(kr.Seal(nil, pt, j.ID, field))}
+			*dst = fieldSeal{pt: pt, env: kr.SealString(pt, j.ID, field)}
 		}
 		return map[string]any{sealedMarker: dst.env}, nil
 	}
