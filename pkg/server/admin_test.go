@@ -437,4 +437,11 @@ func TestReadWithoutTheKey(t *testing.T) {
 	if code != http.StatusOK || len(jobs) != 1 || jobs[0].ID != plain {
 		t.Fatalf("list: %d %s", code, b)
 	}
+	// A job whose key is lost can still be deleted.
+	if code, b := e.do("DELETE", "/job/"+sealed.ID[:13], ""); code != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", code, b)
+	}
+	if code, _ := e.do("GET", "/job/"+sealed.ID, ""); code != http.StatusNotFound {
+		t.Fatalf("after delete: %d", code)
+	}
 }

@@ -305,8 +305,15 @@ func (s *Server) cancel(r *http.Request, id string) (*job.Job, *apiError) {
 func (s *Server) handleDeleteJob(w http.ResponseWriter, r *http.Request) {
 	j, aerr := s.lookup(r)
 	if aerr != nil {
-		writeError(w, aerr.code, aerr.msg)
-		return
+		// A job encrypted with a key this daemon lacks (a lost key) can
+		// still be deleted: it cannot be running here, since no worker
+		// could read it.
+		var sealed *store.SealedError
+		if _, err := s.st.Get(r.PathValue("id")); !errors.As(err, &sealed) || sealed.JobID == "" {
+			writeError(w, aerr.code, aerr.msg)
+			return
+		}
+		j = &job.Job{ID: sealed.JobID, Status: job.Cancelled}
 	}
 	if !j.Status.Terminal() {
 		if _, aerr := s.cancel(r, j.ID); aerr != nil && aerr.code != http.StatusConflict {

@@ -136,8 +136,10 @@ func sealJob(j *job.Job, kr *seal.Keyring, prev *sealCache, maxBytes int) ([]byt
 	raw = append(raw[:len(raw)-1], `,"`+sealedKeyField+`":"`...)
 	raw = append(raw, kr.Primary()...)
 	raw = append(raw, `"}`...)
-	if maxBytes > 0 && len(raw) > maxBytes {
-		return nil, nil, &job.LimitError{Limit: job.LimitJobBytes, Max: int64(maxBytes), Got: int64(len(raw))}
+	// The stored bytes, envelopes and all, are what must fit and read
+	// back; the fields they seal were checked above.
+	if err := job.CheckEncoded(raw, maxBytes); err != nil {
+		return nil, nil, err
 	}
 	return raw, c, nil
 }
