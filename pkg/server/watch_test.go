@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -315,5 +316,38 @@ func TestJobEventsResyncAfterFallingBehind(t *testing.T) {
 	}
 	if got := names(c.untilEnd()); got != "step status end" {
 		t.Fatalf("after the resync: %q", got)
+	}
+}
+
+// The daemon's ReadTimeout does not end a stream that outlives it.
+func TestJobEventsOutliveTheReadTimeout(t *testing.T) {
+	old := sseHeartbeat
+	sseHeartbeat = 50 * time.Millisecond
+	t.Cleanup(func() { sseHeartbeat = old })
+	e := newEnv(t, Options{})
+	e.ts.Close()
+	e.ts = httptest.NewUnstartedServer(e.srv.Handler())
+	e.ts.Config.ReadTimeout = 200 * time.Millisecond
+	e.ts.Start()
+	id := e.submit(sleepJob)
+	e.waitStatus(id, job.Running)
+	c := e.events(id)
+	c.next()
+	deadline := time.After(time.Second)
+	for {
+		select {
+		case <-c.closed:
+			t.Fatal("the stream ended at the read timeout")
+		case <-c.events:
+			continue
+		case <-deadline:
+		}
+		break
+	}
+	if code, b := e.do("POST", "/job/"+id+"/cancel", ""); code != http.StatusOK {
+		t.Fatalf("cancel: %d %s", code, b)
+	}
+	if got := names(c.untilEnd()); got != "step status end" {
+		t.Fatalf("events %q", got)
 	}
 }
