@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -349,5 +350,43 @@ func TestJobEventsOutliveTheReadTimeout(t *testing.T) {
 	}
 	if got := names(c.untilEnd()); got != "step status end" {
 		t.Fatalf("events %q", got)
+	}
+}
+
+// A client that never reads is dropped once a write to it times out, and
+// its subscription goes; the job goes on.
+func TestJobEventsClientThatNeverReads(t *testing.T) {
+	old := sseWriteTimeout
+	sseWriteTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { sseWriteTimeout = old })
+	e := newEnv(t, Options{})
+	e.ts.Close()
+	e.ts = httptest.NewUnstartedServer(e.srv.Handler())
+	e.ts.Start() // a real connection, whose buffers fill
+	big := strings.Repeat("x", 700<<10)
+	id := e.submit(`{"playbook":[{"name":"wait","action":"sleep","params":{"duration":"1h"}}],"context":{"big":"` + big + `"}}`)
+	e.waitStatus(id, job.Running)
+
+	conn, err := net.Dial("tcp", e.ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "GET /job/%s/events HTTP/1.1\r\nHost: x\r\n\r\n", id); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the subscription", func() bool { return e.srv.watch.count(id) == 1 })
+	// Every resync sends the whole job, 700 KiB, to a client that reads
+	// none of it.
+	deadline := time.Now().Add(20 * time.Second)
+	for e.srv.watch.count(id) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stream of a client that never reads was kept")
+		}
+		e.srv.watch.resyncAll()
+		time.Sleep(5 * time.Millisecond)
+	}
+	if j := e.job(id); j.Status != job.Running {
+		t.Fatalf("the job is %s", j.Status)
 	}
 }
