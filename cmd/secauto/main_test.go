@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,9 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/secauto/secauto/pkg/cli"
+	"github.com/secauto/secauto/pkg/store"
 )
 
 func TestMain(m *testing.M) {
@@ -41,6 +45,8 @@ func TestScripts(t *testing.T) {
 			"newest":      cmdNewest,
 			"writebytes":  cmdWriteBytes,
 			"appendbytes": cmdAppendBytes,
+			"waitserve":   cmdWaitServe,
+			"jsonfield":   cmdJSONField,
 		},
 	})
 }
@@ -140,4 +146,46 @@ func writeBytes(ts *testscript.TestScript, neg bool, args []string, mode int) {
 	ts.Check(err)
 	_, err = f.WriteString(s)
 	ts.Check(errors.Join(err, f.Close()))
+}
+
+// waitserve DIR waits until the daemon started in the background on data
+// directory DIR has recorded its API address and answers /health.
+func cmdWaitServe(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitserve DIR")
+	}
+	dir := ts.MkAbs(args[0])
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if held, owner, err := store.Locked(dir); err == nil && held && owner.Address != "" {
+			resp, err := http.Get("http://" + owner.Address + "/health")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("no daemon answers for %s", args[0])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// jsonfield VAR KEY sets VAR to the string KEY holds in the JSON object
+// the last command printed.
+func cmdJSONField(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: jsonfield VAR KEY")
+	}
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(ts.ReadFile("stdout")), &obj); err != nil {
+		ts.Fatalf("stdout is not a JSON object: %v", err)
+	}
+	v, ok := obj[args[1]].(string)
+	if !ok {
+		ts.Fatalf("stdout has no string %q", args[1])
+	}
+	ts.Setenv(args[0], v)
 }

@@ -4,7 +4,9 @@ package cli
 // an Admin: on the files when no daemon holds the directory (offline.go),
 // or by asking the daemon that holds it (daemon_admin.go, SPEC §6). The
 // choice between the two is made once, in openAdmin; the commands print
-// what either answers the same way.
+// what either answers the same way. Command groups that need more of an
+// Admin declare it as an interface both implement: webhookAdmin
+// (webhooks.go) and jobAdmin (jobadmin.go).
 
 import (
 	"context"

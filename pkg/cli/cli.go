@@ -101,11 +101,12 @@ func exitCode(err error) int {
 		locked *store.LockedError
 		dirErr *store.DirError
 		cerrs  config.Errors
+		nd     *noDaemonError
 	)
 	switch {
 	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &cerrs), isUsage(err):
 		return ExitUsage
-	case errors.As(err, &locked), errors.As(err, &dirErr):
+	case errors.As(err, &locked), errors.As(err, &dirErr), errors.As(err, &nd):
 		return ExitUsage
 	}
 	return ExitFailure

@@ -208,13 +208,18 @@ func (c *daemonClient) do(ctx context.Context, method, path string, query url.Va
 		return nil
 	}
 
+	return c.failure(method, path, resp.StatusCode, data)
+}
+
+// failure turns an answer other than 2xx into the error do returns for it.
+func (c *daemonClient) failure(method, path string, code int, data []byte) error {
 	var eb struct {
 		Error string `json:"error"`
 	}
 	_ = json.Unmarshal(data, &eb)
 	msg := strings.TrimSpace(eb.Error)
 	switch {
-	case resp.StatusCode == http.StatusUnauthorized:
+	case code == http.StatusUnauthorized:
 		why := "this command sent no bearer token"
 		if c.token != "" {
 			why = "the bearer token this command sent is not one of its server.auth_tokens"
@@ -224,17 +229,17 @@ func (c *daemonClient) do(ctx context.Context, method, path string, query url.Va
 				c.who(), c.dir, c.owner.Address, why),
 			locked: c.locked,
 		}
-	case resp.StatusCode == http.StatusNotFound && strings.HasPrefix(msg, "no endpoint "),
-		resp.StatusCode == http.StatusMethodNotAllowed:
+	case code == http.StatusNotFound && strings.HasPrefix(msg, "no endpoint "),
+		code == http.StatusMethodNotAllowed:
 		return &daemonError{
 			msg: fmt.Sprintf("%s holds data directory %s but its API at %s does not offer %s %s, probably because it is an older release; stop it and run this command again, or upgrade and restart it",
 				c.who(), c.dir, c.owner.Address, method, path),
 			locked: c.locked,
 		}
 	case msg == "":
-		msg = fmt.Sprintf("%s answered %s %s with status %d; check its log", c.who(), method, path, resp.StatusCode)
+		msg = fmt.Sprintf("%s answered %s %s with status %d; check its log", c.who(), method, path, code)
 	}
-	return &remoteError{code: resp.StatusCode, msg: msg}
+	return &remoteError{code: code, msg: msg}
 }
 
 // work sends a request whose work grows with the store: after a quick

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,15 +17,22 @@ import (
 // NewCmdJobs is "secauto jobs".
 func NewCmdJobs(f *Factory) *cobra.Command {
 	cmd := groupCommand("jobs",
-		"List and inspect jobs",
+		"List, inspect, follow, cancel, delete and rerun jobs",
 		strings.TrimSpace(`
-List and inspect the jobs in the data directory. These commands only read;
-while the daemon runs, it answers them.
-`+exitStatus("the command failed, or jobs show found no such job")),
+List and inspect the jobs in the data directory, follow one to its end,
+cancel, delete or rerun them. While the daemon runs, it answers and does
+the work; otherwise the commands work on the files ("jobs watch" then only
+shows what a job did).
+`+exitStatus("the command failed, or a job id names no job")),
 		example(`
   secauto jobs list --status running,pending
-  secauto jobs show 0198a2`))
-	cmd.AddCommand(NewCmdJobsList(f, nil), NewCmdJobsShow(f, nil))
+  secauto jobs show 0198a2
+  secauto jobs watch 0198a2
+  secauto jobs cancel 0198a2
+  secauto jobs rerun 0198a2
+  secauto jobs delete --status failed --older-than 30d --dry-run`))
+	cmd.AddCommand(NewCmdJobsList(f, nil), NewCmdJobsShow(f, nil), NewCmdJobsWatch(f, nil),
+		NewCmdJobsCancel(f, nil), NewCmdJobsDelete(f, nil), NewCmdJobsRerun(f, nil))
 	return cmd
 }
 
@@ -34,16 +42,21 @@ type JobsListOptions struct {
 	Now   func() time.Time
 	Admin func(lockMode) (Admin, error)
 
+	// Context is what --watch runs under: cancelled on SIGINT or SIGTERM.
+	Context func() (context.Context, context.CancelFunc)
+
 	Statuses []string
 	Since    string
 	Limit    int
+	Watch    bool
+	Interval time.Duration
 	Output   outputFormat
 }
 
 // NewCmdJobsList is "secauto jobs list"; runF replaces the run function in
 // tests of flag parsing.
 func NewCmdJobsList(f *Factory, runF func(*JobsListOptions) error) *cobra.Command {
-	opts := &JobsListOptions{IO: f.IOStreams, Now: f.Now, Admin: adminFor(f, "jobs")}
+	opts := &JobsListOptions{IO: f.IOStreams, Now: f.Now, Admin: adminFor(f, "jobs"), Context: interruptContext}
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List jobs, newest first",
@@ -52,6 +65,11 @@ List jobs, newest first.
 
 On a terminal, times are relative and long errors are cut to fit; piped,
 times are RFC 3339 and nothing is cut. Finding no job is not an error.
+
+--watch lists again every --interval until interrupted: on a terminal the
+screen is redrawn; piped, each listing follows the last after a line with
+its time (with -o json, one array per listing). A --since duration counts
+back from each listing's time.
 ` + exitStatus("")),
 		Example: example(`
   # what failed in the last day
@@ -61,7 +79,10 @@ times are RFC 3339 and nothing is cut. Finding no job is not an error.
   secauto jobs list --status pending,running -o json
 
   # the ten newest jobs since a date
-  secauto jobs list --since 2025-07-01 --limit 10`),
+  secauto jobs list --since 2025-07-01 --limit 10
+
+  # a live view of what runs and waits
+  secauto jobs list --status pending,running --watch --interval 1s`),
 		Aliases: []string{"ls"},
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -74,14 +95,10 @@ times are RFC 3339 and nothing is cut. Finding no job is not an error.
 	cmd.Flags().StringSliceVarP(&opts.Statuses, "status", "s", nil, "only jobs with these statuses: pending, running, completed, failed, cancelled")
 	cmd.Flags().StringVar(&opts.Since, "since", "", "only jobs created within DURATION (24h, 7d) or since TIME (2025-07-09, RFC 3339)")
 	cmd.Flags().IntVarP(&opts.Limit, "limit", "n", 0, "at most N jobs (0 for all)")
+	cmd.Flags().BoolVarP(&opts.Watch, "watch", "w", false, "list again every --interval until interrupted")
+	cmd.Flags().DurationVar(&opts.Interval, "interval", 2*time.Second, "time between listings with --watch")
 	addOutputFlag(cmd, &opts.Output)
-	_ = cmd.RegisterFlagCompletionFunc("status", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		names := make([]string, len(job.Statuses))
-		for i, s := range job.Statuses {
-			names[i] = string(s)
-		}
-		return names, cobra.ShellCompDirectiveNoFileComp
-	})
+	_ = cmd.RegisterFlagCompletionFunc("status", completeStatuses)
 	return cmd
 }
 
@@ -90,13 +107,14 @@ func jobsListRun(opts *JobsListOptions) error {
 	if err != nil {
 		return err
 	}
-	now := opts.Now()
-	since, err := parseSince(opts.Since, now)
-	if err != nil {
+	if _, err := parseSince(opts.Since, opts.Now()); err != nil {
 		return err
 	}
 	if err := checkLimit(opts.Limit); err != nil {
 		return err
+	}
+	if opts.Watch && opts.Interval < 100*time.Millisecond {
+		return usageErrorf("invalid --interval %s: give at least 100ms", opts.Interval)
 	}
 
 	admin, err := opts.Admin(readOnly)
@@ -104,14 +122,65 @@ func jobsListRun(opts *JobsListOptions) error {
 		return err
 	}
 	defer admin.Close()
-	jobs, err := admin.ListJobs(context.Background(), store.Filter{Statuses: statuses, Since: since, Limit: opts.Limit})
-	if err != nil {
-		return err
+	list := func(ctx context.Context) error {
+		now := opts.Now()
+		since, _ := parseSince(opts.Since, now)
+		jobs, err := admin.ListJobs(ctx, store.Filter{Statuses: statuses, Since: since, Limit: opts.Limit})
+		if err != nil {
+			return err
+		}
+		return printJobList(opts, jobs, now)
+	}
+	if !opts.Watch {
+		return list(context.Background())
 	}
 
+	ctx, stop := opts.Context()
+	defer stop()
+	tty := opts.IO.IsStdoutTTY() && opts.Output == formatTable
+	tick := time.NewTicker(opts.Interval)
+	defer tick.Stop()
+	for first := true; ; first = false {
+		switch {
+		case tty:
+			// Home and clear, then the listing: a redraw, as watch(1).
+			fmt.Fprintf(opts.IO.Out, "\x1b[H\x1b[2J%s\n\n", opts.IO.ColorScheme().Gray(fmt.Sprintf("Every %s: secauto jobs list    %s", opts.Interval, opts.Now().Format(time.TimeOnly))))
+		case opts.Output == formatTable:
+			if !first {
+				fmt.Fprintln(opts.IO.Out)
+			}
+			fmt.Fprintf(opts.IO.Out, "# %s\n", opts.Now().UTC().Format(time.RFC3339))
+		case opts.Output == formatYAML && !first:
+			fmt.Fprintln(opts.IO.Out, "---")
+		}
+		if err := list(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil // interrupted: the end of a watch, not a failure
+		case <-tick.C:
+		}
+	}
+}
+
+// printJobList prints one listing of "jobs list".
+func printJobList(opts *JobsListOptions, jobs []*job.Job, now time.Time) error {
 	if opts.Output != formatTable {
 		if jobs == nil {
 			jobs = []*job.Job{} // an empty array, never null
+		}
+		if opts.Watch && opts.Output == formatJSON {
+			// One array a line, so that each listing parses on its own.
+			b, err := json.Marshal(jobs)
+			if err != nil {
+				return fmt.Errorf("cannot encode output: %w", err)
+			}
+			_, err = fmt.Fprintf(opts.IO.Out, "%s\n", b)
+			return err
 		}
 		return printData(opts.IO.Out, opts.Output, jobs)
 	}
@@ -278,6 +347,12 @@ func printJob(ios *IOStreams, j *job.Job, now time.Time) error {
 	}
 	if j.Error != "" {
 		field("Error", cs.Red(j.Error))
+	}
+	if j.RerunOf != "" {
+		field("Rerun of", j.RerunOf)
+	}
+	if len(j.Reruns) > 0 {
+		field("Reruns", strings.Join(j.Reruns, ", "))
 	}
 
 	w.printf("\n%s\n", cs.Bold("Context:"))

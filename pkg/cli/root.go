@@ -42,6 +42,7 @@ Configuration is read from --config, else $SECAUTO_CONFIG, else
 ` + exitStatus("")),
 		Example: example(`
   secauto serve --port 8080 --workers 5
+  secauto run triage.yaml --context ip=203.0.113.7 --wait
   secauto jobs list --status failed --since 24h
   secauto jobs show 0198a2
   secauto backup create
@@ -80,9 +81,10 @@ Configuration is read from --config, else $SECAUTO_CONFIG, else
 			root.AddCommand(c)
 		}
 	}
-	add("daemon", NewCmdServe(f, nil))
+	add("daemon", NewCmdServe(f, nil), NewCmdRun(f, nil))
 	add("admin",
 		NewCmdJobs(f),
+		NewCmdStats(f, nil),
 		NewCmdBackup(f),
 		NewCmdCleanup(f, nil),
 		NewCmdRecover(f, nil),

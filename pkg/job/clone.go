@@ -22,6 +22,7 @@ func (j *Job) Clone() *Job {
 	}
 	c.Context = cloneMap(j.Context)
 	c.SubmittedContext = cloneMap(j.SubmittedContext)
+	c.Reruns = slices.Clone(j.Reruns)
 	if j.Results != nil {
 		c.Results = make([]Result, len(j.Results))
 		for i, r := range j.Results {

@@ -21,8 +21,8 @@ import (
 //     one: AppendJSON writes null for a nil one), for started_at and
 //     completed_at (unset, as the job format allows), for a step's params,
 //     timeout and continue_on_error, a result's output and completed_at,
-//     and for on_interrupt, max_attempts, attempts and submitted_context
-//     (all omitted when unset);
+//     and for on_interrupt, max_attempts, attempts, submitted_context,
+//     rerun_of and reruns (all omitted when unset);
 //   - an absent error, on a job or a result (no error);
 //   - keys it does not know, which it ignores, as earlier releases did:
 //     the job format welcomes extra fields, and a newer release's job must
@@ -82,6 +82,10 @@ func Decode(raw []byte) (*Job, error) {
 				}
 				err = json.Unmarshal(v, &j.SubmittedContext)
 			}
+		case "rerun_of":
+			j.RerunOf, err = str(v, key, true)
+		case "reruns":
+			j.Reruns, err = decodeIDs(v, key)
 		}
 		return err
 	})
@@ -92,6 +96,23 @@ func Decode(raw []byte) (*Job, error) {
 		return nil, err
 	}
 	return &j, nil
+}
+
+// decodeIDs decodes an array of job ids, or null (none).
+func decodeIDs(v []byte, path string) ([]string, error) {
+	if v[0] == 'n' {
+		return nil, nil
+	}
+	if v[0] != '[' {
+		return nil, invalid("%s must be an array of job ids, not %s", path, kind(v))
+	}
+	var ids []string
+	err := elements(v, func(i int, e []byte) error {
+		id, err := str(e, path+"["+strconv.Itoa(i)+"]", false)
+		ids = append(ids, id)
+		return err
+	})
+	return ids, err
 }
 
 func decodeSteps(v []byte) ([]Step, error) {

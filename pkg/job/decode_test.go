@@ -72,7 +72,10 @@ func TestDecodeAccepts(t *testing.T) {
 		`{"id":"a","status":"pending","playbook":null,"context":null,"results":null,"error":"",` + created + `,"started_at":null,"completed_at":null,"on_interrupt":null,"max_attempts":null,"attempts":null}`,
 		`{"id":"a","status":"pending",` + created + `}`,
 		// unknown keys are kept out, not refused
-		`{"id":"a","status":"pending",` + created + `,"rerun_of":"b","node":{"x":1}}`,
+		`{"id":"a","status":"pending",` + created + `,"labels":["b"],"node":{"x":1}}`,
+		// the rerun links, absent in earlier releases' jobs
+		`{"id":"a","status":"pending",` + created + `,"rerun_of":"b","reruns":["c","d"]}`,
+		`{"id":"a","status":"pending",` + created + `,"rerun_of":null,"reruns":null}`,
 		// an offset other than Z is the same instant
 		`{"id":"a","status":"cancelled","created_at":"2025-07-09T17:30:00+02:00","completed_at":"2025-07-09T15:30:00Z","error":"cancelled by request"}`,
 		// indented, with escapes in keys and values
@@ -102,6 +105,12 @@ func TestDecodeRefuses(t *testing.T) {
 		{"playbook object", func(m map[string]any) { m["playbook"] = map[string]any{} }, "playbook must be an array"},
 		{"context array", func(m map[string]any) { m["context"] = []any{} }, "context must be an object"},
 		{"context string", func(m map[string]any) { m["context"] = "x" }, "context must be an object"},
+		{"reruns string", func(m map[string]any) { m["reruns"] = "b" }, "reruns must be an array"},
+		{"reruns number", func(m map[string]any) { m["reruns"] = []any{1} }, "reruns[0] must be a string"},
+		{"reruns itself", func(m map[string]any) { m["reruns"] = []any{m["id"]} }, "reruns[0]"},
+		{"reruns twice", func(m map[string]any) { m["reruns"] = []any{"b", "b"} }, "reruns[1] \"b\" is already reruns[0]"},
+		{"rerun_of number", func(m map[string]any) { m["rerun_of"] = 1 }, "rerun_of must be a string"},
+		{"rerun_of itself", func(m map[string]any) { m["rerun_of"] = m["id"] }, "rerun_of names the job itself"},
 		{"submitted_context array", func(m map[string]any) { m["submitted_context"] = []any{} }, "submitted_context must be an object"},
 		{"error null", func(m map[string]any) { m["error"] = nil }, "error must be a string"},
 		{"error on completed", func(m map[string]any) { m["status"] = "completed" }, "error is set on a completed job"},

@@ -92,6 +92,20 @@ func AppendJSON(b []byte, j *Job) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if j.RerunOf != "" {
+		b = append(b, `,"rerun_of":`...)
+		b = appendString(b, j.RerunOf)
+	}
+	if len(j.Reruns) > 0 {
+		b = append(b, `,"reruns":[`...)
+		for i, id := range j.Reruns {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, id)
+		}
+		b = append(b, ']')
+	}
 	return append(b, '}'), nil
 }
 

@@ -24,6 +24,7 @@ func sampleJob() *Job {
 		Error: "step \"note\" failed: boom", CreatedAt: t0, StartedAt: &t0, CompletedAt: &t1,
 		OnInterrupt: OnInterruptRetry, MaxAttempts: 4, Attempts: 2,
 		SubmittedContext: map[string]any{"ip": "10.0.0.1", "list": []any{"<&>"}},
+		RerunOf:          "0197f0a1-<&>", Reruns: []string{"r1", "r2\u2028"},
 	}
 }
 

@@ -114,6 +114,14 @@ type Job struct {
 	// Context is still the submitted one) and for jobs of earlier
 	// releases; an empty submitted context is kept as an empty map.
 	SubmittedContext map[string]any `json:"submitted_context,omitzero"`
+
+	// RerunOf is the id of the job this one was started from by a rerun
+	// (the same playbook and submitted context); empty for a job that was
+	// submitted. Reruns lists, oldest first, the ids of the jobs started
+	// from this one. The two are written in the same durable change, so
+	// the link is never one-sided. Jobs of earlier releases have neither.
+	RerunOf string   `json:"rerun_of,omitempty"`
+	Reruns  []string `json:"reruns,omitempty"`
 }
 
 // ErrTransition is returned for a state change the lifecycle forbids.

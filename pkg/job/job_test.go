@@ -142,3 +142,31 @@ func TestJSONFormat(t *testing.T) {
 		t.Fatalf("\n got %s\nwant %s", raw, want)
 	}
 }
+
+func TestRerunStartsFromTheSubmittedContext(t *testing.T) {
+	now := time.Now().UTC()
+	j := &Job{ID: "a", Status: Pending, CreatedAt: now, Context: map[string]any{"ip": "10.0.0.1"},
+		Playbook: []Step{{Name: "s", Action: "set", Params: map[string]any{"x": "1"}}}, OnInterrupt: OnInterruptRetry, MaxAttempts: 2}
+	if err := j.Start(now); err != nil {
+		t.Fatal(err)
+	}
+	j.Context["x"] = "1" // what the set step added
+	j.Results = []Result{{Step: "s", Action: "set", Status: StepOK, StartedAt: now}}
+	if err := j.Finish(Completed, "", now); err != nil {
+		t.Fatal(err)
+	}
+	r := j.Rerun()
+	if r.RerunOf != "a" || r.ID != "" || r.Status != "" || len(r.Results) != 0 || r.Attempts != 0 {
+		t.Fatalf("rerun %+v", r)
+	}
+	if !reflect.DeepEqual(r.Context, map[string]any{"ip": "10.0.0.1"}) {
+		t.Fatalf("rerun context %v, want the submitted one", r.Context)
+	}
+	if r.OnInterrupt != OnInterruptRetry || r.MaxAttempts != 2 || !reflect.DeepEqual(r.Playbook, j.Playbook) {
+		t.Fatalf("rerun lost the submission's settings: %+v", r)
+	}
+	r.Playbook[0].Params["x"] = "2"
+	if j.Playbook[0].Params["x"] != "1" {
+		t.Fatal("the rerun shares its playbook with the original")
+	}
+}

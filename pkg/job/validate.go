@@ -27,6 +27,8 @@ func invalid(format string, args ...any) error {
 //   - error is empty unless the job failed or was cancelled;
 //   - on_interrupt is empty, "fail" or "retry"; max_attempts and attempts
 //     are not negative;
+//   - rerun_of, when set, and every id in reruns name another job, and
+//     reruns names none twice;
 //   - every playbook step has a name, and no two share one;
 //   - every result names a step, no two name the same one, its status is
 //     ok, failed or skipped, an ok result has no error, and its
@@ -56,6 +58,17 @@ func (j *Job) Validate() error {
 	}
 	if j.Attempts < 0 {
 		return invalid("attempts is negative (%d)", j.Attempts)
+	}
+	if j.RerunOf == j.ID {
+		return invalid("rerun_of names the job itself")
+	}
+	for i, id := range j.Reruns {
+		if id == "" || id == j.ID {
+			return invalid("reruns[%d] %q is not the id of another job", i, id)
+		}
+	}
+	if i, k := duplicate(len(j.Reruns), func(k int) string { return j.Reruns[k] }); i >= 0 {
+		return invalid("reruns[%d] %q is already reruns[%d]", i, j.Reruns[i], k)
 	}
 	for i := range j.Playbook {
 		if j.Playbook[i].Name == "" {

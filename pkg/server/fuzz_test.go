@@ -99,7 +99,8 @@ func (fsrv *fuzzServer) close() error {
 // FuzzHandlers sends fuzzed requests to the API routes of a server over a
 // real store. Bad input is never a 500 or a panic, every answer but a 204,
 // /metrics and the mux's redirects to clean paths is JSON, every error answer is {"error": "..."} with a
-// message, nothing but /health answers 2xx without the token, and the
+// message (GET /job/{id}/events streams text/event-stream), nothing but
+// /health answers 2xx without the token, and the
 // store verifies clean after each request.
 //
 // The server is replaced every few hundred requests, so that the jobs
@@ -132,6 +133,12 @@ func FuzzHandlers(f *testing.F) {
 		{"DELETE", "/job/job-id-2", "", 1},
 		{"POST", "/job/job-id-2/cancel", "", 1},
 		{"POST", "/job/job-id-1/cancel", "{}", 1},
+		{"POST", "/job/job-id-1/rerun", "", 1},
+		{"POST", "/job/job-id/rerun", "{}", 1},
+		{"POST", "/job/nope/rerun", "", 0},
+		{"GET", "/job/job-id-1/events", "", 1},
+		{"GET", "/job/job-id-2/events", "", 1},
+		{"GET", "/job/nope/events", "", 1},
 		{"GET", "/health", "", 0},
 		{"GET", "/stats", "", 1},
 		{"GET", "/metrics", "", 1},
@@ -221,7 +228,8 @@ func FuzzHandlers(f *testing.F) {
 				t.Fatalf("redirect without a Location: %s", what)
 			}
 		} else if code != 0 && code != http.StatusNoContent && req.URL.Path != "/metrics" {
-			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+			events := code == http.StatusOK && req.Method == "GET" && strings.HasSuffix(req.URL.Path, "/events")
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" && !(events && ct == "text/event-stream") {
 				t.Fatalf("Content-Type %q: %s", ct, what)
 			}
 		}

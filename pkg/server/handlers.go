@@ -33,6 +33,9 @@ type SubmitRequest struct {
 type SubmitResponse struct {
 	JobID  string     `json:"job_id"`
 	Status job.Status `json:"status"`
+	// RerunOf names the job a rerun was started from (POST
+	// /job/{id}/rerun); omitted for a submission.
+	RerunOf string `json:"rerun_of,omitempty"`
 }
 
 // submit validates and persists a submission and queues its job; the job
@@ -48,33 +51,12 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, wait chan *job.J
 	if aerr := decodeJSON(w, r, s.maxBody, &req); aerr != nil {
 		return nil, aerr
 	}
-	var limits playbook.ValidateOptions // the defaults: steps, template and context size
-	if err := limits.Validate(req.Playbook); err != nil {
-		return nil, badRequest("invalid playbook: %v", err)
-	}
-	if err := limits.ValidateContext(req.Context); err != nil {
-		return nil, badRequest("invalid context: %v", err)
-	}
-	switch req.OnInterrupt {
-	case "", job.OnInterruptFail, job.OnInterruptRetry:
-	default:
-		return nil, badRequest("on_interrupt %q is not valid; use %q or %q", req.OnInterrupt, job.OnInterruptFail, job.OnInterruptRetry)
-	}
-	if req.MaxAttempts < 0 || req.MaxAttempts > maxAttemptsLimit {
-		return nil, badRequest("max_attempts must be between 1 and %d (0 means %d)", maxAttemptsLimit, job.DefaultMaxAttempts)
-	}
-	if req.Context == nil {
-		req.Context = map[string]any{}
+	if err := req.Validate(); err != nil {
+		return nil, badRequest("%v", err)
 	}
 
 	defer s.keeper.admit()()
-	j, err := s.jobs.Create(&job.Job{
-		Playbook:    req.Playbook,
-		Context:     req.Context,
-		Results:     []job.Result{},
-		OnInterrupt: req.OnInterrupt,
-		MaxAttempts: req.MaxAttempts,
-	})
+	j, err := s.jobs.Create(req.NewJob())
 	if err != nil {
 		return nil, s.storeError("store the job", err)
 	}
@@ -89,6 +71,46 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, wait chan *job.J
 	// is still true.
 	s.queue.push(j.ID)
 	return j, nil
+}
+
+// Validate checks a submission exactly as POST /playbook/async does before
+// it stores anything: the playbook and its context within the default
+// limits of playbook.ValidateOptions, and on_interrupt and max_attempts.
+// The error is a sentence for whoever wrote the submission; it quotes no
+// context value.
+func (req *SubmitRequest) Validate() error {
+	var limits playbook.ValidateOptions // the defaults: steps, template and context size
+	if err := limits.Validate(req.Playbook); err != nil {
+		return fmt.Errorf("invalid playbook: %w", err)
+	}
+	if err := limits.ValidateContext(req.Context); err != nil {
+		return fmt.Errorf("invalid context: %w", err)
+	}
+	switch req.OnInterrupt {
+	case "", job.OnInterruptFail, job.OnInterruptRetry:
+	default:
+		return fmt.Errorf("on_interrupt %q is not valid; use %q or %q", req.OnInterrupt, job.OnInterruptFail, job.OnInterruptRetry)
+	}
+	if req.MaxAttempts < 0 || req.MaxAttempts > maxAttemptsLimit {
+		return fmt.Errorf("max_attempts must be between 1 and %d (0 means %d)", maxAttemptsLimit, job.DefaultMaxAttempts)
+	}
+	return nil
+}
+
+// NewJob is the pending job a valid submission becomes, before the store
+// gives it an id and a creation time.
+func (req *SubmitRequest) NewJob() *job.Job {
+	ctx := req.Context
+	if ctx == nil {
+		ctx = map[string]any{}
+	}
+	return &job.Job{
+		Playbook:    req.Playbook,
+		Context:     ctx,
+		Results:     []job.Result{},
+		OnInterrupt: req.OnInterrupt,
+		MaxAttempts: req.MaxAttempts,
+	}
 }
 
 func errShuttingDown() *apiError {
@@ -331,6 +353,7 @@ func (s *Server) handleDeleteJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.queue.remove(j.ID)
+	s.watch.deleted(j.ID)
 	s.log.Info("job deleted", "job_id", j.ID)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -116,6 +116,7 @@ func (s *Server) restoreLocked(ctx context.Context, path string) (*restoreReport
 	}
 	s.queue.replace(ids)
 	replaced = true
+	s.watch.resyncAll() // every job may differ now, or be gone
 	rep.Queued = len(ids)
 	s.releaseWaitersOfGoneJobs()
 

@@ -12,6 +12,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /job/{id}", s.auth(s.handleGetJob))
 	mux.HandleFunc("DELETE /job/{id}", s.auth(s.handleDeleteJob))
 	mux.HandleFunc("POST /job/{id}/cancel", s.auth(s.handleCancelJob))
+	mux.HandleFunc("POST /job/{id}/rerun", s.auth(s.handleRerunJob))
+	mux.HandleFunc("GET /job/{id}/events", s.auth(s.handleJobEvents))
 	mux.HandleFunc("GET /health", s.handleHealth)
 	mux.HandleFunc("GET /stats", s.auth(s.handleStats))
 	mux.Handle("GET /metrics", s.authHandler(s.metrics.handler()))

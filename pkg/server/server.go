@@ -99,10 +99,14 @@ type Maintenance struct {
 	BackupCompress    bool
 }
 
+// CancelledByRequest is the error of a job cancelled through the API or
+// the command line.
+const CancelledByRequest = "cancelled by request"
+
 // Causes given to a running job's context so the worker can tell why it
 // stopped.
 var (
-	errCancelled = errors.New("cancelled by request")
+	errCancelled = errors.New(CancelledByRequest)
 	errShutdown  = errors.New("interrupted by shutdown")
 )
 
@@ -126,6 +130,8 @@ type Server struct {
 	jobs jobWriter
 	// queue holds the pending jobs and the claims of the running ones.
 	queue *jobQueue
+	// watch holds the GET /job/{id}/events streams' subscriptions.
+	watch *watchers
 	// keeper runs the cleaner's and backuper's runs and restores, one at
 	// a time, and keeps restores apart from submissions (maintainer.go).
 	keeper  *maintainer
@@ -182,6 +188,8 @@ func New(st *store.Store, o Options) (*Server, error) {
 	if o.wrapJobs != nil {
 		s.jobs = o.wrapJobs(st)
 	}
+	s.watch = newWatchers()
+	s.jobs = &publishingWriter{jobWriter: s.jobs, w: s.watch}
 	for _, t := range o.AuthTokens {
 		if t == "" {
 			return nil, errors.New("an auth token is empty; remove it from server.auth_tokens or give it a value")

@@ -12,15 +12,18 @@ import (
 // StatsResponse is the answer of GET /stats.
 type StatsResponse struct {
 	// Jobs counts jobs by status; every status is present.
-	Jobs          map[job.Status]int `json:"jobs"`
-	Total         int                `json:"total"`
-	StoreBytes    int64              `json:"store_bytes"`
-	Store         store.Stats        `json:"store"`
-	StartedAt     time.Time          `json:"started_at"`
-	UptimeSeconds float64            `json:"uptime_seconds"`
-	Workers       int                `json:"workers"`
-	BusyWorkers   int64              `json:"busy_workers"`
-	QueueLength   int                `json:"queue_length"`
+	Jobs       map[job.Status]int `json:"jobs"`
+	Total      int                `json:"total"`
+	StoreBytes int64              `json:"store_bytes"`
+	Store      store.Stats        `json:"store"`
+	// StartedAt is when the daemon started, and UptimeSeconds how long
+	// ago; null and 0 in the figures a command computes from the store
+	// while no daemon runs (Offline).
+	StartedAt     *time.Time `json:"started_at"`
+	UptimeSeconds float64    `json:"uptime_seconds"`
+	Workers       int        `json:"workers"`
+	BusyWorkers   int64      `json:"busy_workers"`
+	QueueLength   int        `json:"queue_length"`
 	// LastBackup is when the newest backup was taken (by the schedule, on
 	// request, or offline by the CLI); LastCleanup when the last successful
 	// cleanup ran. Both are null until there is one.
@@ -40,6 +43,10 @@ type StatsResponse struct {
 	// lost their endpoint, kept until retried or cleared.
 	WebhookDeadLetters int  `json:"webhook_dead_letters"`
 	ShuttingDown       bool `json:"shutting_down"`
+	// Offline is set in the figures computed from the store while no
+	// daemon runs: Workers is then what serve would run, BusyWorkers 0,
+	// QueueLength the pending jobs it would queue.
+	Offline bool `json:"offline,omitempty"`
 }
 
 // HealthResponse is the answer of GET /health.
@@ -65,13 +72,19 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Stats())
+}
+
+// Stats is what GET /stats answers.
+func (s *Server) Stats() *StatsResponse {
 	st := s.st.Stats()
 	byStatus := make(map[job.Status]int, len(job.Statuses))
 	for _, status := range job.Statuses {
 		byStatus[status] = st.ByStatus[status]
 	}
 	backup, cleanup := s.keeper.status(taskBackup), s.keeper.status(taskCleanup)
-	writeJSON(w, http.StatusOK, StatsResponse{
+	started := s.started.UTC()
+	return &StatsResponse{
 		LastBackup:         timePtr(backup.LastSuccess),
 		LastCleanup:        timePtr(cleanup.LastSuccess),
 		NextBackup:         timePtr(backup.Next),
@@ -82,7 +95,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		Total:              st.Jobs,
 		StoreBytes:         st.SnapshotBytes + st.JournalBytes,
 		Store:              st,
-		StartedAt:          s.started.UTC(),
+		StartedAt:          &started,
 		UptimeSeconds:      time.Since(s.started).Seconds(),
 		Workers:            s.workers,
 		BusyWorkers:        s.busy.Load(),
@@ -90,5 +103,20 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		WebhookBacklog:     webhook.Pending(s.st),
 		WebhookDeadLetters: webhook.DeadLetters(s.st),
 		ShuttingDown:       s.draining.Load(),
-	})
+	}
+}
+
+// OfflineStats computes what GET /stats would answer for st, a store no
+// daemon serves (opened read-only will do), with the workers and
+// maintenance schedule of o: the same counts, sizes and maintenance
+// times, with no uptime and no busy worker. It starts nothing and writes
+// nothing.
+func OfflineStats(st *store.Store, o Options) (*StatsResponse, error) {
+	s, err := New(st, o)
+	if err != nil {
+		return nil, err
+	}
+	res := s.Stats()
+	res.StartedAt, res.UptimeSeconds, res.BusyWorkers, res.Offline = nil, 0, 0, true
+	return res, nil
 }

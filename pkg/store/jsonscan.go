@@ -293,6 +293,14 @@ func (p *jsonScanner) str() error {
 	}
 	p.i++
 	for p.i < len(p.data) {
+		// Most bytes of a string need no attention; skip them in a tight
+		// loop (opening a large store spends most of its time here).
+		for p.i < len(p.data) && !strSpecial[p.data[p.i]] {
+			p.i++
+		}
+		if p.i == len(p.data) {
+			break
+		}
 		c := p.data[p.i]
 		switch {
 		case c == '"':
@@ -322,6 +330,15 @@ func (p *jsonScanner) str() error {
 	}
 	return p.fail("unterminated string")
 }
+
+// strSpecial marks the bytes that end a string or need checking inside one.
+var strSpecial = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
 
 func isHex(c byte) bool {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')

@@ -531,3 +531,35 @@ func TestSealedJobKeepsTheLimits(t *testing.T) {
 		t.Fatalf("too deeply nested sealed context: %v", err)
 	}
 }
+
+// A rerun of an encrypted job starts from its decrypted submitted
+// context, and both jobs stay encrypted and readable.
+func TestRerunOfSealedJob(t *testing.T) {
+	dir := t.TempDir()
+	kr := keyring(t, 1)
+	s := openKeyed(t, dir, kr)
+	orig := secretJob(t, s)
+	nj, err := s.Rerun(orig.ID, func(o *job.Job) (*job.Job, error) { return o.Rerun(), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nj.Context["token"] != subSecret || len(nj.Context) != 1 {
+		t.Fatalf("rerun context %v", nj.Context)
+	}
+	s.Close()
+	grepDir(t, dir, ctxSecret, subSecret, outSecret)
+	s = openKeyed(t, dir, kr)
+	defer s.Close()
+	got, err := s.Get(nj.ID)
+	if err != nil || got.Context["token"] != subSecret || got.RerunOf != orig.ID {
+		t.Fatalf("rerun read back: %+v %v", got, err)
+	}
+	o, err := s.Get(orig.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSecretJob(t, o)
+	if len(o.Reruns) != 1 || o.Reruns[0] != nj.ID {
+		t.Fatalf("reruns %v", o.Reruns)
+	}
+}

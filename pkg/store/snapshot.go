@@ -20,7 +20,7 @@ import (
 // match its sum is trusted to be as secauto wrote it and one that does not
 // is a problem (errJobRotted, errJobPhantom); without, every job is checked
 // against the whole job schema. Values alias data.
-func decodeSnapshot(data []byte, sums map[string]uint32) (map[string]*entry, []jobProblem, error) {
+func decodeSnapshot(data []byte, sums *jobSums) (map[string]*entry, []jobProblem, error) {
 	items, raws, ok := splitLines(data)
 	if !ok {
 		items, raws = nil, nil
@@ -43,7 +43,7 @@ func decodeSnapshot(data []byte, sums map[string]uint32) (map[string]*entry, []j
 		wg.Go(func() {
 			for i := lo; i < hi; i++ {
 				if sums != nil {
-					if errs[i] = checkJobSum(sums, items[i].id, raws[i]); errs[i] != nil {
+					if errs[i] = sums.check(i, items[i].id, raws[i]); errs[i] != nil {
 						continue
 					}
 				}

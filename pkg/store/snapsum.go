@@ -10,7 +10,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"slices"
-	"strconv"
+	"sync"
 	"time"
 
 	"github.com/secauto/secauto/pkg/fsys"
@@ -108,11 +108,25 @@ func appendSumLine(b []byte, crc uint32, id string) []byte {
 	return append(b, '\n')
 }
 
+// jobSums are the per-job lines of a jobs.json.sum, in file order. They
+// reference the sum file's bytes: opening a large store builds no map of
+// them unless jobs.json's order no longer matches (a key rotted).
+type jobSums struct {
+	list []jobSum
+	once sync.Once
+	byID map[string]uint32
+}
+
+type jobSum struct {
+	crc uint32
+	id  []byte
+}
+
 // readSnapshotSums returns the per-job checksums jobs.json.sum records for
 // the jobs.json that stat described, or nil when it describes another file
 // (or none), or is damaged itself: then every job is checked against the
 // schema instead.
-func readSnapshotSums(fs fsys.FS, dir string, st fs.FileInfo) map[string]uint32 {
+func readSnapshotSums(fs fsys.FS, dir string, st fs.FileInfo) *jobSums {
 	raw, err := fs.ReadFile(filepath.Join(dir, snapshotSumFile))
 	if err != nil || st == nil {
 		return nil
@@ -129,31 +143,64 @@ func readSnapshotSums(fs fsys.FS, dir string, st fs.FileInfo) map[string]uint32 
 }
 
 // parseJobSums reads the per-job lines; nil when they do not add up.
-func parseJobSums(data []byte, want int) map[string]uint32 {
-	out := make(map[string]uint32, want)
+func parseJobSums(data []byte, want int) *jobSums {
+	if want < 0 || want > len(data)/10 {
+		return nil
+	}
+	list := make([]jobSum, 0, want)
 	for len(data) > 0 {
 		line, rest, ok := bytes.Cut(data, []byte{'\n'})
 		data = rest
-		hexsum, id, ok2 := bytes.Cut(line, []byte{' '})
-		if !ok || !ok2 || len(hexsum) != 8 {
+		if !ok || len(line) < 10 || line[8] != ' ' {
 			return nil
 		}
-		v, err := strconv.ParseUint(string(hexsum), 16, 32)
-		if err != nil {
+		crc, ok := parseHex32(line[:8])
+		if !ok {
 			return nil
 		}
-		out[string(id)] = uint32(v)
+		list = append(list, jobSum{crc: crc, id: line[9:]})
 	}
-	if len(out) != want {
+	if len(list) != want {
 		return nil
 	}
-	return out
+	return &jobSums{list: list}
 }
 
-// checkJobSum tells whether a job's bytes match what sums recorded; sums nil
-// means there is nothing to check against.
-func checkJobSum(sums map[string]uint32, id string, raw []byte) error {
-	want, ok := sums[id]
+func parseHex32(b []byte) (uint32, bool) {
+	var v uint32
+	for _, c := range b {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | uint32(c)
+	}
+	return v, true
+}
+
+// lookup finds the sum recorded for the i-th job of jobs.json, id; safe
+// for concurrent use.
+func (s *jobSums) lookup(i int, id string) (uint32, bool) {
+	if i < len(s.list) && string(s.list[i].id) == id {
+		return s.list[i].crc, true
+	}
+	s.once.Do(func() {
+		s.byID = make(map[string]uint32, len(s.list))
+		for _, js := range s.list {
+			s.byID[string(js.id)] = js.crc
+		}
+	})
+	crc, ok := s.byID[id]
+	return crc, ok
+}
+
+// checkJobSum tells whether the i-th job's bytes match what sums recorded.
+func (s *jobSums) check(i int, id string, raw []byte) error {
+	want, ok := s.lookup(i, id)
 	switch {
 	case !ok:
 		return errJobPhantom
@@ -165,15 +212,18 @@ func checkJobSum(sums map[string]uint32, id string, raw []byte) error {
 
 // missingJobs lists the ids sums recorded that are neither in jobs nor
 // among problems: their keys rotted, or the file was cut short.
-func missingJobs(sums map[string]uint32, jobs map[string]*entry, problems []jobProblem) []string {
+func missingJobs(sums *jobSums, jobs map[string]*entry, problems []jobProblem) []string {
+	if sums == nil {
+		return nil
+	}
 	seen := make(map[string]bool, len(problems))
 	for _, p := range problems {
 		seen[p.id] = true
 	}
 	var out []string
-	for id := range sums {
-		if _, ok := jobs[id]; !ok && !seen[id] {
-			out = append(out, id)
+	for _, js := range sums.list {
+		if _, ok := jobs[string(js.id)]; !ok && !seen[string(js.id)] {
+			out = append(out, string(js.id))
 		}
 	}
 	slices.Sort(out)
