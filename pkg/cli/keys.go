@@ -2,10 +2,12 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/secauto/secauto/pkg/config"
 	"github.com/secauto/secauto/pkg/store"
 )
 
@@ -21,9 +23,80 @@ backups. The key file holds one 256-bit key a line (64 hex digits or 44
 characters of base64); the first encrypts, every key decrypts.
 `+exitStatus("")),
 		example(`
+  secauto keys list
   secauto keys rotate`))
-	cmd.AddCommand(NewCmdKeysRotate(f, nil))
+	cmd.AddCommand(NewCmdKeysList(f, nil), NewCmdKeysRotate(f, nil))
 	return cmd
+}
+
+// KeysListOptions holds "keys list"'s flags and dependencies.
+type KeysListOptions struct {
+	IO     *IOStreams
+	Config func() (*config.Config, error)
+
+	Output outputFormat
+}
+
+// KeyInfo is one key of jobs.encryption_key_file, as "keys list" prints it.
+type KeyInfo struct {
+	KeyID    string `json:"key_id"`
+	Encrypts bool   `json:"encrypts"`
+}
+
+// NewCmdKeysList is "secauto keys list".
+func NewCmdKeysList(f *Factory, runF func(*KeysListOptions) error) *cobra.Command {
+	opts := &KeysListOptions{IO: f.IOStreams, Config: f.Config}
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the key ids of jobs.encryption_key_file",
+		Long: strings.TrimSpace(`
+List the ids of the keys in jobs.encryption_key_file, the one that
+encrypts first. A key id (8 hex digits) names a key without revealing it:
+jobs, backups ('secauto backup list -o json', key_ids) and error messages
+name the key they need by it. Reads only the key file, never the data
+directory.
+` + exitStatus("")),
+		Example: example(`
+  secauto keys list
+  # can the oldest key go? only if no backup still needs it
+  secauto backup list -o json | jq -r '.[].key_ids[]?' | sort -u`),
+		Aliases: []string{"ls"},
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(opts)
+			}
+			return keysListRun(opts)
+		},
+	}
+	addOutputFlag(cmd, &opts.Output)
+	return cmd
+}
+
+func keysListRun(opts *KeysListOptions) error {
+	cfg, err := opts.Config()
+	if err != nil {
+		return err
+	}
+	if cfg.Jobs.Keyring == nil {
+		return &configError{errors.New("no jobs.encryption_key_file is configured; jobs are stored unencrypted")}
+	}
+	keys := []KeyInfo{}
+	for i, id := range cfg.Jobs.Keyring.IDs() {
+		keys = append(keys, KeyInfo{KeyID: id, Encrypts: i == 0})
+	}
+	if opts.Output != formatTable {
+		return printData(opts.IO.Out, opts.Output, keys)
+	}
+	t := newTable(opts.IO, "key id", "use")
+	for _, k := range keys {
+		use := "decrypts"
+		if k.Encrypts {
+			use = "encrypts and decrypts"
+		}
+		t.addRow(k.KeyID, use)
+	}
+	return t.render()
 }
 
 // KeysRotateOptions holds "keys rotate"'s flags and dependencies.

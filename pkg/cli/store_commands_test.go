@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -10,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secauto/secauto/pkg/config"
 	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/seal"
 	"github.com/secauto/secauto/pkg/store"
 )
 
@@ -111,6 +114,43 @@ func TestKeysRotateRun(t *testing.T) {
 	var got map[string]any
 	if err := json.Unmarshal(out.Bytes(), &got); err != nil || got["jobs"] != 12.0 || got["key_id"] != "3f2a9c01" {
 		t.Errorf("json: %v %s", err, out)
+	}
+}
+
+// keys list names the configured keys by id, the encrypting one first,
+// and never shows key material.
+func TestKeysListRun(t *testing.T) {
+	k1, k2 := bytes.Repeat([]byte{1}, seal.KeySize), bytes.Repeat([]byte{2}, seal.KeySize)
+	kr, err := seal.New(k1, k2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{}
+	cfg.Jobs.Keyring = kr
+	ios, _, out, _ := TestStreams()
+	opts := &KeysListOptions{IO: ios, Config: func() (*config.Config, error) { return cfg, nil }, Output: formatJSON}
+	if err := keysListRun(opts); err != nil {
+		t.Fatal(err)
+	}
+	var got []KeyInfo
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []KeyInfo{{seal.KeyID(k1), true}, {seal.KeyID(k2), false}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("keys %+v, want %+v", got, want)
+	}
+	out.Reset()
+	opts.Output = formatTable
+	if err := keysListRun(opts); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), seal.KeyID(k1)+"  encrypts and decrypts") || strings.Contains(out.String(), "0101") {
+		t.Fatalf("table:\n%s", out)
+	}
+	opts.Config = func() (*config.Config, error) { return &config.Config{}, nil }
+	if err := keysListRun(opts); exitCode(err) != ExitUsage {
+		t.Fatalf("without a key file: %v (exit %d)", err, exitCode(err))
 	}
 }
 
