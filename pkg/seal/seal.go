@@ -239,8 +239,8 @@ func EnvelopeKeyID(env string) (string, error) {
 // describeHeader says what is wrong with the start of a value that is not
 // an envelope, without quoting it (it may be a secret written in plain).
 func describeHeader(env string) string {
-	if v, _, ok := strings.Cut(env, ":"); ok && len(v) <= 4 && v != Version {
-		return fmt.Sprintf("unknown version %q (this release reads %s)", v, Version)
+	if v, _, ok := strings.Cut(env, ":"); ok && len(v) == 2 && v[0] == 'v' && v != Version {
+		return fmt.Sprintf("unknown format version (this release reads %s)", Version)
 	}
 	return fmt.Sprintf("it does not start with %q, a key id and ':'", Version+":")
 }
