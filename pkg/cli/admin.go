@@ -102,6 +102,9 @@ const (
 	// unusable with no backup to fall back on is moved aside instead of
 	// stopping the open, since the restore replaces the jobs next.
 	salvage
+	// creating is exclusive for "run": a job queued before the first
+	// serve creates the data directory, as serve would.
+	creating
 )
 
 // adminFor returns the opener a command's options hold: the command names
@@ -117,7 +120,11 @@ func adminFor(f *Factory, command string) func(lockMode) (Admin, error) {
 // another command (no daemon) is left to the offline Admin, beside which
 // reading works and writing stops with a *store.LockedError.
 func (f *Factory) openAdmin(command string, mode lockMode) (Admin, error) {
-	dir, err := f.existingStoreDir()
+	find := f.existingStoreDir
+	if mode == creating {
+		find = f.StoreDir
+	}
+	dir, err := find()
 	if err != nil {
 		return nil, err
 	}

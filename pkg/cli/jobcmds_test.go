@@ -79,6 +79,27 @@ const quickPlaybook = `{"playbook": [
 	{"name": "mark", "action": "set", "params": {"seen": "yes"}}],
 	"context": {"user": "alice", "keep": "file"}}`
 
+// A job queued before the first serve creates the data directory, as serve
+// would; reading commands still refuse a directory that is not there.
+func TestRunCreatesTheDataDirectory(t *testing.T) {
+	t.Chdir(t.TempDir())
+	writeFile(t, "pb.json", quickPlaybook)
+	if code, _, errOut := run(t, nil, "--data-dir", "data", "jobs", "list"); code != 1 || !strings.Contains(errOut, "does not exist") {
+		t.Fatalf("jobs list on no directory: exit %d: %s", code, errOut)
+	}
+	code, out, errOut := run(t, nil, "--data-dir", "data", "run", "pb.json", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	res := decode[server.SubmitResponse](t, out)
+	if j := storedJobs(t, "data")[res.JobID]; j == nil || j.Status != job.Pending {
+		t.Fatalf("stored %+v", j)
+	}
+	if st, err := os.Stat("data"); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("data directory: %v %v", st, err)
+	}
+}
+
 func TestRunOffline(t *testing.T) {
 	t.Chdir(t.TempDir())
 	if err := os.Mkdir("data", 0o700); err != nil {

@@ -126,7 +126,7 @@ func runRun(opts *RunOptions) error {
 		return usageErrorf("%s: %v", displayName(opts.File), err)
 	}
 
-	return withJobAdmin(opts.Admin, exclusive, func(a jobAdmin) error {
+	return withJobAdmin(opts.Admin, creating, func(a jobAdmin) error {
 		if opts.Wait && !a.Daemon() {
 			return &noDaemonError{"--wait needs a running daemon to run the job, and none holds data directory " +
 				a.Dir() + "; start 'secauto serve', or run without --wait to queue the job for the next serve"}
