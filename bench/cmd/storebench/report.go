@@ -16,7 +16,7 @@ import (
 var measurementNotes = []string{
 	"changes/s and jobs/s: durable changes (3 per job: created, running, completed) and whole jobs acknowledged per second of wall time.",
 	"latency: of one change, from the call to its acknowledgement (river: Insert only; River makes the other two changes itself); job p99 is from the job's creation to its completion acknowledged.",
-	"written/change: write_bytes of /proc/PID/io over the level, divided by changes: the peer's process, plus PostgreSQL's server processes for river (what its checkpointer writes later is not in it). device_bytes in the JSON is the device's own count from /sys/dev/block, every process's writes included.",
+	"written/change: write_bytes of /proc/PID/io over the level, divided by changes: the peer's process, plus for river every PostgreSQL server process on this host (so other databases' writes too; what its checkpointer writes later is not in it). device_bytes in the JSON is the device's own count from /sys/dev/block, every process's writes included.",
 	"peak RSS: VmHWM of the peer's own child process over the level (reset before each level through /proc/self/clear_refs, after the heap the bulk load left was returned to the system); for river the PostgreSQL server's memory is not in it.",
 	"levels run one after another on the same store, so a store holds the jobs of the earlier levels too (jobs_before in the JSON).",
 	"secauto ×: secauto's jobs/s divided by the peer's at the same pre-fill and writers.",
@@ -25,8 +25,10 @@ var measurementNotes = []string{
 func printTable(w io.Writer, rep *report) error {
 	tbl := tablewriter.NewTable(w,
 		tablewriter.WithHeaderAutoFormat(tw.Off),
-		tablewriter.WithRowAlignment(tw.AlignRight),
 		tablewriter.WithHeaderAlignment(tw.AlignCenter),
+		// Figures right-aligned, the peer's name left.
+		tablewriter.WithRowAlignmentConfig(tw.CellAlignment{Global: tw.AlignRight,
+			PerColumn: []tw.Align{tw.AlignRight, tw.AlignRight, tw.AlignLeft}}),
 	)
 	tbl.Header([]string{"prefill", "writers", "peer", "changes/s", "jobs/s", "p50", "p99", "job p99", "written/change", "peak RSS", "secauto ×"})
 	rs := append([]result(nil), rep.Results...)
@@ -99,6 +101,8 @@ func dur(d time.Duration) string {
 		return "-"
 	case d >= 10*time.Millisecond:
 		return d.Round(100 * time.Microsecond).String()
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond).String()
 	case d >= 100*time.Microsecond:
 		return d.Round(time.Microsecond).String()
 	}
