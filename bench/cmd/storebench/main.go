@@ -426,6 +426,15 @@ func measure(p peer, w int, cfg childConfig, next *int) (result, error) {
 		})
 	}
 	wg.Wait()
+	if ap, ok := p.(asyncPeer); ok {
+		// The jobs end in the background: the level lasts until the
+		// last has, and a job's latency runs until its end.
+		var err error
+		jobL, err = ap.drain()
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
 	elapsed := time.Since(start)
 	*next = base + int(started.Load()) + 1
 	jobs := int64(len(jobL))

@@ -22,6 +22,14 @@ type peer interface {
 	close() error
 }
 
+// asyncPeer is a peer whose jobs end after job returns (River works them
+// in the background): drain waits for every job to end and returns the
+// latencies from each job's start to its end.
+type asyncPeer interface {
+	peer
+	drain() ([]time.Duration, error)
+}
+
 // peerInfo describes a peer for the footnote and builds it.
 type peerInfo struct {
 	name string
@@ -46,7 +54,7 @@ var peers = []peerInfo{
 		make: func(childConfig) peer { return &boltPeer{} }},
 	{name: "bbolt-batch", durability: "as bbolt, through DB.Batch (default MaxBatchSize 1000, MaxBatchDelay 10ms): concurrent changes share one commit; each returns after its commit's fdatasync",
 		make: func(childConfig) peer { return &boltPeer{batch: true} }},
-	{name: "river", durability: "github.com/riverqueue/river with riverpgxv5 on PostgreSQL (fsync=on, synchronous_commit=on set on every connection): a job is inserted (Insert returns after its commit is flushed), fetched to running and completed by River's own batched fetcher and completer; its completion is counted when River reports it",
+	{name: "river", durability: "github.com/riverqueue/river with riverpgxv5 on PostgreSQL (fsync=on, synchronous_commit=on set on every connection): writers insert jobs (Insert returns after its commit is flushed), River's fetcher makes them running and its batched completer completed; a level lasts until River has reported every inserted job completed",
 		make: func(c childConfig) peer { return &riverPeer{url: c.PostgresURL, maxWorkers: c.maxWriters()} }, otherPIDs: postgresPIDs},
 	{name: "disk", durability: "the disk's limit: a file appended with a record of the job's encoded size, one fdatasync per write, writers taking turns",
 		make: func(childConfig) peer { return &diskPeer{} }},

@@ -15,7 +15,7 @@ import (
 // footnote and part of the JSON.
 var measurementNotes = []string{
 	"changes/s and jobs/s: durable changes (3 per job: created, running, completed) and whole jobs acknowledged per second of wall time.",
-	"latency: of one change, from the call to its acknowledgement (river: Insert only; River makes the other two changes itself); job p99 is from the job's creation to its completion acknowledged.",
+	"latency: of one change, from the call to its acknowledgement (river: Insert only; River makes the other two changes itself); job p99 is from the job's creation to its completion acknowledged (river: from its Insert to River reporting it completed).",
 	"written/change: write_bytes of /proc/PID/io over the level, divided by changes: the peer's process, plus for river every PostgreSQL server process on this host (so other databases' writes too; what its checkpointer writes later is not in it). device_bytes in the JSON is the device's own count from /sys/dev/block, every process's writes included.",
 	"peak RSS: VmHWM of the peer's own child process over the level (reset before each level through /proc/self/clear_refs, after the heap the bulk load left was returned to the system); for river the PostgreSQL server's memory is not in it.",
 	"levels run one after another on the same store, so a store holds the jobs of the earlier levels too (jobs_before in the JSON).",

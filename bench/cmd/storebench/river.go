@@ -22,9 +22,13 @@ import (
 
 // riverPeer inserts one-step River jobs and lets River work them: River
 // makes each job running when its fetcher takes it and completed when its
-// completer records the end, both in PostgreSQL. Each job has its own
-// schema, made and dropped for the run, with River's migrations applied by
-// rivermigrate.
+// completer records the end, both in PostgreSQL. The writers only insert,
+// as a River application does: River works jobs asynchronously, and its
+// completer records ends in batches (every 250ms, sooner once 100 wait), so
+// a writer waiting for each job's end would measure that pause rather than
+// River's throughput. A level lasts until every job inserted was reported
+// completed (drain). Each run has its own schema, made and dropped for it,
+// with River's migrations applied by rivermigrate.
 type riverPeer struct {
 	url        string
 	maxWorkers int
@@ -33,9 +37,12 @@ type riverPeer struct {
 	schema     string
 	cancelSub  func()
 
-	mu      sync.Mutex
-	waiting map[int64]chan struct{}
-	ended   map[int64]bool
+	mu          sync.Mutex
+	inserted    map[int64]time.Time // jobs not yet completed: when their insert began
+	ended       map[int64]time.Time // completed before their insert returned
+	outstanding int
+	jobLat      []time.Duration // insert to completion, of jobs ended this level
+	failed      error
 }
 
 // benchArgs carries the job's JSON, as a River job would carry what its
@@ -126,7 +133,7 @@ func (p *riverPeer) open(_ string, n int) error {
 	if err != nil {
 		return err
 	}
-	p.waiting, p.ended = map[int64]chan struct{}{}, map[int64]bool{}
+	p.inserted, p.ended = map[int64]time.Time{}, map[int64]time.Time{}
 	events, cancelSub := p.client.SubscribeConfig(&river.SubscribeConfig{
 		Kinds:    []river.EventKind{river.EventKindJobCompleted, river.EventKindJobFailed},
 		ChanSize: 1 << 20,
@@ -134,12 +141,17 @@ func (p *riverPeer) open(_ string, n int) error {
 	p.cancelSub = cancelSub
 	go func() {
 		for ev := range events {
+			now := time.Now()
 			p.mu.Lock()
-			if ch, ok := p.waiting[ev.Job.ID]; ok {
-				close(ch)
-				delete(p.waiting, ev.Job.ID)
+			if ev.Kind != river.EventKindJobCompleted && p.failed == nil {
+				p.failed = fmt.Errorf("river job %d ended %s", ev.Job.ID, ev.Job.State)
+			}
+			if t0, ok := p.inserted[ev.Job.ID]; ok {
+				p.jobLat = append(p.jobLat, now.Sub(t0))
+				delete(p.inserted, ev.Job.ID)
+				p.outstanding--
 			} else {
-				p.ended[ev.Job.ID] = true
+				p.ended[ev.Job.ID] = now
 			}
 			p.mu.Unlock()
 		}
@@ -157,19 +169,35 @@ func (p *riverPeer) job(i int, lat *[]time.Duration) error {
 	*lat = append(*lat, time.Since(t0))
 	id := res.Job.ID
 	p.mu.Lock()
-	if p.ended[id] {
+	defer p.mu.Unlock()
+	if end, ok := p.ended[id]; ok {
 		delete(p.ended, id)
-		p.mu.Unlock()
+		p.jobLat = append(p.jobLat, end.Sub(t0))
 		return nil
 	}
-	ch := make(chan struct{})
-	p.waiting[id] = ch
-	p.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-time.After(time.Minute):
-		return fmt.Errorf("river job %d did not complete within a minute", id)
+	p.inserted[id] = t0
+	p.outstanding++
+	return nil
+}
+
+// drain waits until River has completed every job inserted, and returns
+// their latencies from insert to completion.
+func (p *riverPeer) drain() ([]time.Duration, error) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		p.mu.Lock()
+		left, failed := p.outstanding, p.failed
+		if left == 0 || failed != nil {
+			lat := p.jobLat
+			p.jobLat = nil
+			p.mu.Unlock()
+			return lat, failed
+		}
+		p.mu.Unlock()
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%d river jobs did not complete within 5 minutes", left)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
