@@ -57,6 +57,10 @@ type Admin interface {
 	// it would do. A daemon recovered the directory when it started and
 	// answers with the report of that.
 	Recover(ctx context.Context, dryRun bool) (*Recovery, error)
+	// RotateKeys re-encrypts every job not yet under the first key of
+	// jobs.encryption_key_file (the daemon's own while it runs), in
+	// durable batches, so that a run cut short is resumed by the next.
+	RotateKeys(ctx context.Context, progress store.Progress) (*store.RotateResult, error)
 
 	// Close lets go of what the Admin holds; the data directory itself is
 	// closed after each operation.

@@ -26,6 +26,7 @@ type fakeAdmin struct {
 	restored *Restored
 	verify   *store.VerifyResult
 	recovery *Recovery
+	rotated  *store.RotateResult
 
 	modes  []lockMode // what each open asked for
 	calls  []string   // operations, in order, with their arguments
@@ -109,6 +110,11 @@ func (a *fakeAdmin) Recover(_ context.Context, dryRun bool) (*Recovery, error) {
 	return &Recovery{RecoverResult: store.RecoverResult{DryRun: dryRun, Actions: []store.RecoverAction{}}}, nil
 }
 
+func (a *fakeAdmin) RotateKeys(context.Context, store.Progress) (*store.RotateResult, error) {
+	a.call("RotateKeys")
+	return a.rotated, a.err
+}
+
 // Each run function opens its Admin with the lock mode its work needs,
 // asks it for exactly that work, and closes it.
 func TestRunFunctionsUseTheirAdmin(t *testing.T) {
@@ -170,6 +176,10 @@ func TestRunFunctionsUseTheirAdmin(t *testing.T) {
 			func(ios *IOStreams, a *fakeAdmin) error {
 				return recoverRun(&RecoverOptions{IO: ios, Admin: a.open})
 			}, exclusive, []string{"Recover dry_run=false"}},
+		{"keys rotate", &fakeAdmin{rotated: &store.RotateResult{Jobs: 3, KeyID: "3f2a9c01"}},
+			func(ios *IOStreams, a *fakeAdmin) error {
+				return keysRotateRun(&KeysRotateOptions{IO: ios, Admin: a.open})
+			}, exclusive, []string{"RotateKeys"}},
 		{"recover --dry-run", &fakeAdmin{},
 			func(ios *IOStreams, a *fakeAdmin) error {
 				return recoverRun(&RecoverOptions{IO: ios, Admin: a.open, DryRun: true})

@@ -94,6 +94,9 @@ func backupCreateRun(opts *BackupCreateOptions) error {
 	cs := opts.IO.ColorScheme()
 	w.printf("%s %s (%s, %s)\n", cs.Green("Wrote backup"), relPath(res.Path), plural(res.Jobs, "job"), humanSize(res.Size))
 	w.printf("sha256: %s\n", res.SHA256)
+	if len(res.KeyIDs) > 0 {
+		w.printf("encrypted: restoring it needs key id %s\n", strings.Join(res.KeyIDs, ", "))
+	}
 	for _, r := range res.Removed {
 		w.printf("Removed old backup %s\n", relPath(r))
 	}
@@ -163,7 +166,13 @@ func backupListRun(opts *BackupListOptions) error {
 	tty := opts.IO.IsStdoutTTY()
 	cs := opts.IO.ColorScheme()
 	now := opts.Now()
-	t := newTable(opts.IO, "backup", "created", "size", "jobs", "verified")
+	// The keys a backup needs are shown once any backup is encrypted.
+	sealed := slices.ContainsFunc(list, func(b store.BackupInfo) bool { return len(b.KeyIDs) > 0 })
+	cols := []string{"backup", "created", "size", "jobs", "verified"}
+	if sealed {
+		cols = []string{"backup", "created", "size", "jobs", "keys", "verified"}
+	}
+	t := newTable(opts.IO, cols...)
 	for _, b := range list {
 		verified := cs.Green("yes")
 		if !b.Verified {
@@ -180,6 +189,14 @@ func backupListRun(opts *BackupListOptions) error {
 			verified = truncate(verified, 60)
 		}
 		created := b.Time
+		if sealed {
+			keys := strings.Join(b.KeyIDs, ",")
+			if keys == "" {
+				keys = "-"
+			}
+			t.addRow(relPath(b.Path), formatTime(tty, &created, now), humanSize(b.Size), jobs, keys, verified)
+			continue
+		}
 		t.addRow(relPath(b.Path), formatTime(tty, &created, now), humanSize(b.Size), jobs, verified)
 	}
 	return t.render()

@@ -213,3 +213,13 @@ func (c *daemonClient) Recover(ctx context.Context, dryRun bool) (*Recovery, err
 	}
 	return out, nil
 }
+
+// RotateKeys has the daemon re-encrypt its store under the first key of
+// its own jobs.encryption_key_file; the daemon reports no progress.
+func (c *daemonClient) RotateKeys(ctx context.Context, _ store.Progress) (*store.RotateResult, error) {
+	var res store.RotateResult
+	if err := c.work(ctx, "POST", "/admin/keys/rotate", nil, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}

@@ -69,9 +69,17 @@ func (a *offlineAdmin) openStore(mode lockMode) (*store.Store, error) {
 		Logger: slog.New(slog.DiscardHandler),
 		Now:    a.now,
 	}
-	// A job the daemon was allowed to store must stay writable here.
-	if cfg, err := a.config(); err == nil {
-		opts.MaxJobBytes = int(cfg.Jobs.MaxJobBytes)
+	// A job the daemon was allowed to store must stay writable here, and
+	// what it encrypted must be encrypted here too: a configuration that
+	// does not load stops the command rather than write in plain.
+	cfg, err := a.config()
+	if err != nil {
+		return nil, err
+	}
+	opts.MaxJobBytes = int(cfg.Jobs.MaxJobBytes)
+	opts.Keyring = cfg.Jobs.Keyring
+	opts.OnUnreadable = func(id string, err error) {
+		fmt.Fprintf(a.errOut, "secauto: warning: job %s left out: %v\n", id, err)
 	}
 	if mode != readOnly {
 		host, _ := os.Hostname()
@@ -97,6 +105,9 @@ func (a *offlineAdmin) openStore(mode lockMode) (*store.Store, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot open data directory %s: %w", a.dir, err)
+	}
+	if r := s.Report(); r.UnreadableJobs > 0 {
+		fmt.Fprintf(a.errOut, "secauto: warning: %s\n", store.MissingKeysMessage(r, opts.Keyring != nil))
 	}
 	if mode == readOnly && a.command != "recover" {
 		// What is shown comes from a repaired view of the files; say so,
@@ -212,7 +223,11 @@ func (a *offlineAdmin) Restore(_ context.Context, path string, progress store.Pr
 }
 
 func (a *offlineAdmin) Verify(_ context.Context, progress store.Progress) (*store.VerifyResult, error) {
-	res, err := store.VerifyWith(a.dir, store.VerifyOptions{Progress: progress, CheckRecords: webhook.Check})
+	cfg, err := a.config()
+	if err != nil {
+		return nil, err
+	}
+	res, err := store.VerifyWith(a.dir, store.VerifyOptions{Progress: progress, CheckRecords: webhook.Check, Keyring: cfg.Jobs.Keyring})
 	if err != nil {
 		return nil, fmt.Errorf("cannot verify %s: %w", a.dir, err)
 	}
@@ -254,4 +269,30 @@ func webhookEndpoints(cfg *config.Config) []webhook.Endpoint {
 		eps = append(eps, webhook.Endpoint{URL: w.URL, Events: w.Events, Secret: w.Secret})
 	}
 	return eps
+}
+
+func (a *offlineAdmin) RotateKeys(_ context.Context, progress store.Progress) (res *store.RotateResult, err error) {
+	cfg, err := a.config()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Jobs.Keyring == nil {
+		return nil, &configError{errors.New("no jobs.encryption_key_file is configured, so there is no key to encrypt with; set it in the configuration first")}
+	}
+	mode, err := a.writeMode()
+	if err != nil {
+		return nil, err
+	}
+	err = a.with(mode, func(s *store.Store) error {
+		res, err = s.RotateKeys(store.RotateOptions{Progress: progress})
+		if err != nil {
+			done := 0
+			if res != nil {
+				done = res.Jobs
+			}
+			return fmt.Errorf("key rotation stopped after %d jobs (they stay re-encrypted; run it again to go on): %w", done, err)
+		}
+		return nil
+	})
+	return res, err
 }

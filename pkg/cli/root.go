@@ -90,6 +90,7 @@ Configuration is read from --config, else $SECAUTO_CONFIG, else
 		NewCmdRecover(f, nil),
 		NewCmdVerify(f, nil),
 		NewCmdWebhooks(f),
+		NewCmdKeys(f),
 	)
 	root.AddCommand(NewCmdCompletion(f), NewCmdVersion(f, nil))
 	return root

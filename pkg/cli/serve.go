@@ -94,6 +94,7 @@ func serveOptions(opts *ServeOptions, cfg *config.Config, dir string) (server.Op
 			Dir:              dir,
 			SnapshotInterval: cfg.Jobs.SnapshotInterval.Duration(),
 			MaxJobBytes:      int(cfg.Jobs.MaxJobBytes),
+			Keyring:          cfg.Jobs.Keyring,
 		},
 		Address:         cfg.Server.Address,
 		Port:            cfg.Server.Port,

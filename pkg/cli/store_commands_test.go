@@ -1,15 +1,19 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/secauto/secauto/pkg/config"
 	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/seal"
 	"github.com/secauto/secauto/pkg/store"
 )
 
@@ -69,6 +73,84 @@ To repair:
 	}
 	if out.String() != "no problems found: 1 job, 0 journal records, 1 backup\n" {
 		t.Errorf("ok: %q", out)
+	}
+}
+
+// A job or backup encrypted with a key the configuration lacks is not
+// damaged: verify says to add the key, not to repair or remove anything.
+func TestVerifyRunMissingKey(t *testing.T) {
+	res := &store.VerifyResult{Jobs: 2, Backups: 1, Problems: []store.Problem{
+		{File: "data/jobs.json", Message: "2 jobs are encrypted with key id 3f2a9c01, which jobs.encryption_key_file does not hold; add that key to check and read them", MissingKeyID: "3f2a9c01"},
+		{File: "data/jobs.json.backup.20250709-120000", Message: "1 jobs are encrypted with key id 0badc0de, which jobs.encryption_key_file does not hold; add that key to check and read them", MissingKeyID: "0badc0de"},
+	}}
+	ios, _, out, _ := TestStreams()
+	err := verifyRun(&VerifyOptions{IO: ios, Admin: (&fakeAdmin{verify: res}).open, Output: formatTable})
+	if exitCode(err) != ExitFailure {
+		t.Fatalf("exit %d", exitCode(err))
+	}
+	want := `To repair:
+  add the key with id 3f2a9c01, 0badc0de to jobs.encryption_key_file
+      nothing is damaged: the jobs are encrypted with a key this configuration lacks (after the first line: the first key encrypts)
+`
+	if !strings.HasSuffix(out.String(), want) {
+		t.Errorf("got:\n%s\nwant it to end with:\n%s", out, want)
+	}
+}
+
+// keys rotate prints what it did; -o json is {"jobs": N, ...}.
+func TestKeysRotateRun(t *testing.T) {
+	ios, _, out, _ := TestStreams()
+	fake := &fakeAdmin{rotated: &store.RotateResult{Jobs: 12, Records: 1, KeyID: "3f2a9c01"}}
+	if err := keysRotateRun(&KeysRotateOptions{IO: ios, Admin: fake.open, Output: formatTable}); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "Re-encrypted 12 jobs under key id 3f2a9c01 (and 1 record)\n" {
+		t.Errorf("table: %q", out)
+	}
+	out.Reset()
+	if err := keysRotateRun(&KeysRotateOptions{IO: ios, Admin: fake.open, Output: formatJSON}); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil || got["jobs"] != 12.0 || got["key_id"] != "3f2a9c01" {
+		t.Errorf("json: %v %s", err, out)
+	}
+}
+
+// keys list names the configured keys by id, the encrypting one first,
+// and never shows key material.
+func TestKeysListRun(t *testing.T) {
+	k1, k2 := bytes.Repeat([]byte{1}, seal.KeySize), bytes.Repeat([]byte{2}, seal.KeySize)
+	kr, err := seal.New(k1, k2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{}
+	cfg.Jobs.Keyring = kr
+	ios, _, out, _ := TestStreams()
+	opts := &KeysListOptions{IO: ios, Config: func() (*config.Config, error) { return cfg, nil }, Output: formatJSON}
+	if err := keysListRun(opts); err != nil {
+		t.Fatal(err)
+	}
+	var got []KeyInfo
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []KeyInfo{{seal.KeyID(k1), true}, {seal.KeyID(k2), false}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("keys %+v, want %+v", got, want)
+	}
+	out.Reset()
+	opts.Output = formatTable
+	if err := keysListRun(opts); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), seal.KeyID(k1)+"  encrypts and decrypts") || strings.Contains(out.String(), "0101") {
+		t.Fatalf("table:\n%s", out)
+	}
+	opts.Config = func() (*config.Config, error) { return &config.Config{}, nil }
+	if err := keysListRun(opts); exitCode(err) != ExitUsage {
+		t.Fatalf("without a key file: %v (exit %d)", err, exitCode(err))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/secauto/secauto/pkg/store"
@@ -117,11 +118,16 @@ type repair struct{ command, why string }
 // first.
 func repairs(problems []store.Problem, backups []store.BackupInfo) []repair {
 	var snapshot, journal bool
-	var badBackups []string
+	var badBackups, keys []string
 	seen := map[string]bool{}
 	for _, p := range problems {
 		base := filepath.Base(p.File)
 		switch {
+		case p.MissingKeyID != "":
+			// Nothing is damaged: a key is missing.
+			if !slices.Contains(keys, p.MissingKeyID) {
+				keys = append(keys, p.MissingKeyID)
+			}
 		case base == store.SnapshotFile:
 			snapshot = true
 		case base == store.JournalFile:
@@ -139,6 +145,10 @@ func repairs(problems []store.Problem, backups []store.BackupInfo) []repair {
 		}
 	}
 	var out []repair
+	if len(keys) > 0 {
+		out = append(out, repair{"add the key with id " + strings.Join(keys, ", ") + " to jobs.encryption_key_file",
+			"nothing is damaged: the jobs are encrypted with a key this configuration lacks (after the first line: the first key encrypts)"})
+	}
 	if snapshot || journal {
 		out = append(out,
 			repair{"secauto recover", "cuts damaged journal records and takes damaged or unusable jobs from the newest backup that verifies"},

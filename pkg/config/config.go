@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/seal"
 )
 
 // Defaults for every key that has one.
@@ -91,6 +92,14 @@ type Jobs struct {
 	// would make a job larger is refused when it is made, so that nothing
 	// acknowledged is too large to read back.
 	MaxJobBytes ByteSize `yaml:"max_job_bytes"`
+	// EncryptionKeyFile names a file of 256-bit keys, one a line (see
+	// package seal): the first encrypts the secret-bearing fields of every
+	// job written, all of them decrypt. It must be the user's own and
+	// readable by its owner only (mode 0600).
+	EncryptionKeyFile string `yaml:"encryption_key_file"`
+	// Keyring holds the keys of EncryptionKeyFile once Parse has read it;
+	// nil without one.
+	Keyring *seal.Keyring `yaml:"-"`
 }
 
 // Server configures the daemon's HTTP API and worker pool.

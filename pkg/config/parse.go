@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/secauto/secauto/pkg/seal"
 )
 
 // Error is one mistake in a configuration file.
@@ -97,6 +99,13 @@ func Parse(name string, data []byte) (*Config, error) {
 			return nil, Errors{{File: name, Line: w.line("server.auth_tokens_file"), Key: "server.auth_tokens_file", Msg: err.Error()}}
 		}
 		cfg.Server.AuthTokens = mergeTokens(cfg.Server.AuthTokens, tokens)
+	}
+	if f := cfg.Jobs.EncryptionKeyFile; f != "" {
+		kr, err := seal.LoadFile(f)
+		if err != nil {
+			return nil, Errors{{File: name, Line: w.line("jobs.encryption_key_file"), Key: "jobs.encryption_key_file", Msg: err.Error()}}
+		}
+		cfg.Jobs.Keyring = kr
 	}
 	return cfg, nil
 }

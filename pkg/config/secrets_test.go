@@ -162,3 +162,59 @@ func TestPostgresURLFromEnv(t *testing.T) {
 		t.Errorf("url from the environment: %q, %v", cfg.Store.PostgresURL, err)
 	}
 }
+
+func writeKeyFile(t *testing.T, content string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// jobs.encryption_key_file is read at load: its keyring is in the
+// configuration, and a file that cannot be used is refused naming the
+// file, the line and the key, never what the file holds.
+func TestEncryptionKeyFile(t *testing.T) {
+	key := strings.Repeat("ab", 32)
+	file := writeKeyFile(t, "# keys\n"+key+"\n", 0o600)
+	cfg, err := Parse("c.yaml", []byte("jobs:\n  encryption_key_file: "+file+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Jobs.Keyring == nil || len(cfg.Jobs.Keyring.IDs()) != 1 {
+		t.Fatalf("keyring %v", cfg.Jobs.Keyring)
+	}
+	if cfg, err := Parse("c.yaml", []byte("jobs:\n  retention_days: 3\n")); err != nil || cfg.Jobs.Keyring != nil {
+		t.Fatalf("no key file: %v %v", cfg.Jobs.Keyring, err)
+	}
+	secret := "S3CRET KEY LINE: 0123456789"
+	for _, tt := range []struct {
+		name, content string
+		mode          os.FileMode
+		want          string
+	}{
+		{"readable by the group", key + "\n", 0o640, "(mode 0640); run chmod 600"},
+		{"writable by all", key + "\n", 0o602, "run chmod 600"},
+		{"bad line", key + "\n" + secret + "\n", 0o600, "line 2: not a key"},
+		{"short key", "# a\n" + key[:40] + "\n", 0o400, "line 2: the key is"},
+		{"no key", "# nothing yet\n\n", 0o600, "holds no key"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			file := writeKeyFile(t, tt.content, tt.mode)
+			_, err := Parse("c.yaml", []byte("jobs:\n  retention_days: 3\n  encryption_key_file: "+file+"\n"))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.HasPrefix(err.Error(), "c.yaml:3: jobs.encryption_key_file: "+file) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want the key, the file and %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), key[:16]) {
+				t.Errorf("message shows the file's content: %v", err)
+			}
+		})
+	}
+}

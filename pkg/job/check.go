@@ -51,6 +51,13 @@ func CheckEncoded(raw []byte, maxBytes int) error {
 	return scan(raw, MaxDepth)
 }
 
+// CheckFragment checks a value encoded apart from its job (AppendValue)
+// as CheckEncoded would check it inside the job, where it sits at depth
+// (the job object being depth 1, its context 2, a step output 4).
+func CheckFragment(raw []byte, depth int) error {
+	return scan(raw, MaxDepth-depth+1)
+}
+
 // CheckDepth reports, as a *LimitError, a JSON document nested more than
 // max deep (the outermost object or array counts as 1). It reads raw once
 // and checks nothing else, so it is cheap to run on an untrusted document

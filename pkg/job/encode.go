@@ -311,3 +311,7 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, s[start:]...)
 	return append(b, '"')
 }
+
+// AppendValue appends the JSON of one value held inside a job (a context,
+// a step output) exactly as AppendJSON encodes it there.
+func AppendValue(b []byte, v any) ([]byte, error) { return appendValue(b, v) }

@@ -13,11 +13,13 @@ package server
 //	POST /admin/restore   {"name": "jobs.json.backup.20250709-143000"}    → store.RestoreResult
 //	GET  /admin/verify                                                    → store.VerifyResult
 //	GET  /admin/recover[?dry_run=true]                                    → AdminRecoverResponse
+//	POST /admin/keys/rotate                                               → store.RotateResult
 //
 // Paths in answers are absolute, so a client with another working
 // directory can use them.
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -82,6 +84,28 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /admin/restore", s.auth(s.handleAdminRestore)) // restore.go
 	mux.HandleFunc("GET /admin/verify", s.auth(s.handleAdminVerify))
 	mux.HandleFunc("GET /admin/recover", s.auth(s.handleAdminRecover))
+	mux.HandleFunc("POST /admin/keys/rotate", s.auth(s.handleAdminRotateKeys))
+}
+
+// handleAdminRotateKeys re-encrypts the store under the first key of the
+// daemon's jobs.encryption_key_file (secauto keys rotate).
+func (s *Server) handleAdminRotateKeys(w http.ResponseWriter, r *http.Request) {
+	res, err := s.st.RotateKeys(store.RotateOptions{})
+	if err != nil {
+		done := 0
+		if res != nil {
+			done = res.Jobs
+		}
+		aerr := s.adminFailure(fmt.Sprintf("key rotation stopped after %d jobs", done), err)
+		var sealed *store.SealedError
+		if errors.Is(err, store.ErrNoKeyring) || errors.As(err, &sealed) {
+			aerr.code = http.StatusConflict
+		}
+		writeError(w, aerr.code, aerr.msg)
+		return
+	}
+	s.log.Info("keys rotated", "key_id", res.KeyID, "jobs", res.Jobs, "records", res.Records)
+	writeJSON(w, http.StatusOK, res)
 }
 
 // setRecovery keeps the report of the recovery pass run before the server

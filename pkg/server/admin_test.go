@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/seal"
 	"github.com/secauto/secauto/pkg/store"
 	"github.com/secauto/secauto/pkg/webhook"
 )
@@ -51,6 +53,7 @@ func TestAdminEndpointsNeedToken(t *testing.T) {
 		{"POST", "/admin/restore", `{"name":"jobs.json.backup.20000101-000000"}`},
 		{"GET", "/admin/verify", ""},
 		{"GET", "/admin/recover", ""},
+		{"POST", "/admin/keys/rotate", ""},
 	}
 	for _, ep := range endpoints {
 		if code, b := e.doToken(ep.method, ep.path, ep.body, ""); code != http.StatusUnauthorized {
@@ -351,5 +354,94 @@ func TestAdminRestoreWhileShuttingDown(t *testing.T) {
 	e.srv.draining.Store(true)
 	if code, b := e.do("POST", "/admin/restore", `{"name":"`+copyBackupIn(t, path, e.dir)+`"}`); code != http.StatusConflict || !strings.Contains(errorOf(t, b), "shutting down") {
 		t.Errorf("restore while shutting down: %d %s", code, b)
+	}
+}
+
+// POST /admin/keys/rotate re-encrypts the daemon's store under the first
+// key of its keyring; without a keyring it is a 409 that says why. A job
+// whose key is missing is a clear error naming it and its key.
+func TestAdminRotateKeys(t *testing.T) {
+	e := newEnv(t, Options{})
+	if code, b := e.do("POST", "/admin/keys/rotate", ""); code != http.StatusConflict || !strings.Contains(errorOf(t, b), "jobs.encryption_key_file") {
+		t.Fatalf("without a keyring: %d %s", code, b)
+	}
+
+	dir := t.TempDir()
+	oldKey, newKey := bytes.Repeat([]byte{1}, seal.KeySize), bytes.Repeat([]byte{2}, seal.KeySize)
+	old, _ := seal.New(oldKey)
+	st, err := store.Open(store.Options{Dir: dir, SnapshotInterval: -1, Keyring: old})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		// Terminal: a pending job would run at start, and be written
+		// under the new key by its own updates.
+		j, err := st.Create(&job.Job{Context: map[string]any{"k": "v"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Update(j.ID, func(j *job.Job) error { return j.Finish(job.Cancelled, "test", time.Now()) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	both, _ := seal.New(newKey, oldKey)
+	st, err = store.Open(store.Options{Dir: dir, SnapshotInterval: -1, Keyring: both})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e = startEnv(t, dir, st, Options{})
+	code, b := e.do("POST", "/admin/keys/rotate", "")
+	res := decodeBody[store.RotateResult](t, b)
+	if code != http.StatusOK || res.Jobs != 3 || res.KeyID != both.Primary() {
+		t.Fatalf("rotate: %d %s", code, b)
+	}
+	code, b = e.do("GET", "/jobs", "")
+	jobs := decodeBody[[]job.Job](t, b)
+	if code != http.StatusOK || len(jobs) != 3 {
+		t.Fatalf("list after rotation: %d %s", code, b)
+	}
+	for _, j := range jobs {
+		if j.Context["k"] != "v" {
+			t.Fatalf("job %s after rotation: %v", j.ID, j.Context)
+		}
+	}
+}
+
+// A daemon without the key its jobs need names the job and the key id on
+// a read, and lists the other jobs.
+func TestReadWithoutTheKey(t *testing.T) {
+	dir := t.TempDir()
+	kr, _ := seal.New(bytes.Repeat([]byte{1}, seal.KeySize))
+	st, err := store.Open(store.Options{Dir: dir, SnapshotInterval: -1, Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := st.Create(&job.Job{Context: map[string]any{"k": "v"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st, err = store.Open(store.Options{Dir: dir, SnapshotInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startEnv(t, dir, st, Options{})
+	plain := e.submit(logJob)
+	code, b := e.do("GET", "/job/"+sealed.ID, "")
+	if code != http.StatusInternalServerError || !strings.Contains(errorOf(t, b), "key id "+kr.Primary()) || !strings.Contains(errorOf(t, b), sealed.ID) {
+		t.Fatalf("GET a sealed job without its key: %d %s", code, b)
+	}
+	code, b = e.do("GET", "/jobs", "")
+	jobs := decodeBody[[]job.Job](t, b)
+	if code != http.StatusOK || len(jobs) != 1 || jobs[0].ID != plain {
+		t.Fatalf("list: %d %s", code, b)
+	}
+	// A job whose key is lost can still be deleted.
+	if code, b := e.do("DELETE", "/job/"+sealed.ID[:13], ""); code != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", code, b)
+	}
+	if code, _ := e.do("GET", "/job/"+sealed.ID, ""); code != http.StatusNotFound {
+		t.Fatalf("after delete: %d", code)
 	}
 }

@@ -271,6 +271,11 @@ func (s *Server) lookup(r *http.Request) (*job.Job, *apiError) {
 	case errors.Is(err, store.ErrAmbiguous):
 		return nil, badRequest("job id prefix %s matches more than one job; give more of the id", id)
 	}
+	var sealed *store.SealedError
+	if errors.As(err, &sealed) {
+		// The daemon lacks the key, or the file was changed: say which.
+		return nil, &apiError{http.StatusInternalServerError, err.Error()}
+	}
 	return nil, s.storeError("read the job", err)
 }
 
@@ -322,8 +327,15 @@ func (s *Server) cancel(r *http.Request, id string) (*job.Job, *apiError) {
 func (s *Server) handleDeleteJob(w http.ResponseWriter, r *http.Request) {
 	j, aerr := s.lookup(r)
 	if aerr != nil {
-		writeError(w, aerr.code, aerr.msg)
-		return
+		// A job encrypted with a key this daemon lacks (a lost key) can
+		// still be deleted: it cannot be running here, since no worker
+		// could read it.
+		var sealed *store.SealedError
+		if _, err := s.st.Get(r.PathValue("id")); !errors.As(err, &sealed) || sealed.JobID == "" {
+			writeError(w, aerr.code, aerr.msg)
+			return
+		}
+		j = &job.Job{ID: sealed.JobID, Status: job.Cancelled}
 	}
 	if !j.Status.Terminal() {
 		if _, aerr := s.cancel(r, j.ID); aerr != nil && aerr.code != http.StatusConflict {

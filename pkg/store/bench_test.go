@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -17,7 +18,23 @@ import (
 
 	"github.com/secauto/secauto/pkg/fsys"
 	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/seal"
 )
+
+// benchKeyring is set when $SECAUTO_BENCH_KEYRING is, so that every
+// benchmark measures a store with encryption at rest (jobs.encryption_key_file):
+//
+//	SECAUTO_BENCH_KEYRING=1 go test -run '^$' -bench . ./pkg/store
+var benchKeyring = func() *seal.Keyring {
+	if os.Getenv("SECAUTO_BENCH_KEYRING") == "" {
+		return nil
+	}
+	kr, err := seal.New(bytes.Repeat([]byte{0x5e}, seal.KeySize))
+	if err != nil {
+		panic(err)
+	}
+	return kr
+}()
 
 // benchJob is a job of about 1.5 KB, the size of a typical enrichment
 // playbook with a few results.
@@ -42,7 +59,7 @@ func benchJob(i int) *job.Job {
 func BenchmarkCreate(b *testing.B) {
 	for _, writers := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
-			s, err := Open(Options{Dir: b.TempDir(), SnapshotInterval: -1})
+			s, err := Open(Options{Dir: b.TempDir(), SnapshotInterval: -1, Keyring: benchKeyring})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -88,7 +105,13 @@ func writeFixture(b *testing.B, dir string, n int) (int64, []string) {
 		j.Status = job.Completed
 		j.StartedAt = &j.CreatedAt
 		j.CompletedAt = &j.CreatedAt
-		e, err := encodeJob(j, DefaultMaxJobBytes)
+		var e *entry
+		var err error
+		if benchKeyring != nil {
+			e, err = encodeSealed(j, benchKeyring, nil, DefaultMaxJobBytes)
+		} else {
+			e, err = encodeJob(j, DefaultMaxJobBytes)
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -116,7 +139,7 @@ func BenchmarkUpdateLatency(b *testing.B) {
 		b.Run(fmt.Sprintf("jobs=%d", n), func(b *testing.B) {
 			dir := b.TempDir()
 			writeFixture(b, dir, n)
-			s, err := Open(Options{Dir: dir, SnapshotInterval: -1})
+			s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Keyring: benchKeyring})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -146,7 +169,7 @@ func init() {
 	// store's own.
 	if dir := os.Getenv(openChildEnv); dir != "" {
 		start := time.Now()
-		s, err := Open(Options{Dir: dir, SnapshotInterval: -1})
+		s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Keyring: benchKeyring})
 		if err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
@@ -212,7 +235,7 @@ func BenchmarkOpenHandPlaced(b *testing.B) {
 	os.Remove(filepath.Join(dir, snapshotSumFile))
 	b.ResetTimer()
 	for range b.N {
-		s, err := Open(Options{Dir: dir, ReadOnly: true})
+		s, err := Open(Options{Dir: dir, ReadOnly: true, Keyring: benchKeyring})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -224,7 +247,7 @@ func BenchmarkOpenHandPlaced(b *testing.B) {
 func BenchmarkSnapshot(b *testing.B) {
 	dir := b.TempDir()
 	writeFixture(b, dir, 100_000)
-	s, err := Open(Options{Dir: dir, SnapshotInterval: -1})
+	s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Keyring: benchKeyring})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -241,7 +264,7 @@ func BenchmarkSnapshot(b *testing.B) {
 func BenchmarkList(b *testing.B) {
 	dir := b.TempDir()
 	writeFixture(b, dir, 100_000)
-	s, err := Open(Options{Dir: dir, SnapshotInterval: -1})
+	s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Keyring: benchKeyring})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/secauto/secauto/pkg/fsys"
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/journal"
+	"github.com/secauto/secauto/pkg/seal"
 )
 
 // Create stores a new job and returns it once it is durable. An empty ID
@@ -38,7 +39,7 @@ func (s *Store) Create(j *job.Job) (*job.Job, error) {
 	if nj.Results == nil {
 		nj.Results = []job.Result{}
 	}
-	e, err := s.encodeJob(&nj)
+	e, err := s.encodeJob(&nj, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +58,36 @@ func (s *Store) Create(j *job.Job) (*job.Job, error) {
 // encodeJob checks a job and encodes it, refusing what the store could not
 // read back: a job that breaks the schema, is larger than MaxJobBytes or
 // nested deeper than JSON decoders take.
-func (s *Store) encodeJob(j *job.Job) (*entry, error) { return encodeJob(j, s.opts.MaxJobBytes) }
+// With a keyring, the job's secret-bearing fields are sealed (sealed.go);
+// prev offers the sealed fields of the entry it replaces for reuse.
+func (s *Store) encodeJob(j *job.Job, prev *entry) (*entry, error) {
+	if s.opts.Keyring == nil {
+		return encodeJob(j, s.opts.MaxJobBytes)
+	}
+	return encodeSealed(j, s.opts.Keyring, prev, s.opts.MaxJobBytes)
+}
+
+func encodeSealed(j *job.Job, kr *seal.Keyring, prev *entry, maxBytes int) (*entry, error) {
+	if err := j.Validate(); err != nil {
+		return nil, fmt.Errorf("job %s: %w", j.ID, err)
+	}
+	var cache *sealCache
+	if prev != nil && prev.keyID == kr.Primary() {
+		cache = prev.seals
+	}
+	raw, seals, err := sealJob(j, kr, cache, maxBytes)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: %w", j.ID, err)
+	}
+	e := newEntry(raw, j.Status, j.CreatedAt, j.CompletedAt)
+	e.keyID = kr.Primary()
+	if j.Status == job.Running {
+		// Kept for running jobs only, as Update keeps live: they are the
+		// ones updated again soon.
+		e.seals = seals
+	}
+	return e, nil
+}
 
 func encodeJob(j *job.Job, maxBytes int) (*entry, error) {
 	if err := j.Validate(); err != nil {
@@ -99,7 +129,7 @@ func (s *Store) UpdateWith(id string, fn func(*job.Job) error, also func(*job.Jo
 		}
 		changes := []*change{{id: id, e: e}}
 		if also != nil {
-			extra, err := recordChanges(also(j))
+			extra, err := s.recordChanges(also(j))
 			if err != nil {
 				return nil, err
 			}
@@ -133,7 +163,7 @@ func (s *Store) prepareUpdate(id string, base *entry, fn func(*job.Job) error) (
 		j = base.live.Clone()
 	} else {
 		var err error
-		if j, err = loadJob(base.raw); err != nil {
+		if j, err = s.readJob(base); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -143,7 +173,7 @@ func (s *Store) prepareUpdate(id string, base *entry, fn func(*job.Job) error) (
 	if err := checkChange(id, base.status, j); err != nil {
 		return nil, nil, err
 	}
-	e, err := s.encodeJob(j)
+	e, err := s.encodeJob(j, base)
 	if err == nil && j.Status == job.Running {
 		// Only running jobs: they are few (one per worker) and are the
 		// ones updated again soon.

@@ -22,6 +22,10 @@ type entry struct {
 	// so the job's next updates (its step results and its end) copy it
 	// instead of decoding raw again. It is never modified.
 	live *job.Job
+	// keyID is the key a sealed job's fields are sealed with ("" for a
+	// plain job); seals, for a live entry, its sealed fields to reuse.
+	keyID string
+	seals *sealCache
 }
 
 type keyed struct {
@@ -36,6 +40,7 @@ type jobMeta struct {
 	CreatedAt   time.Time  `json:"created_at"`
 	StartedAt   *time.Time `json:"started_at"`
 	CompletedAt *time.Time `json:"completed_at"`
+	SealedKey   string     `json:"sealed_key"`
 }
 
 // decodeEntry indexes one job's JSON and checks its invariants. A job that
@@ -64,7 +69,9 @@ func decodeEntry(raw []byte, strict bool) (string, *entry, error) {
 		}
 		raw = buf.Bytes()
 	}
-	return m.ID, newEntry(raw, m.Status, m.CreatedAt, m.CompletedAt), nil
+	e := newEntry(raw, m.Status, m.CreatedAt, m.CompletedAt)
+	e.keyID = m.SealedKey
+	return m.ID, e, nil
 }
 
 // decodeJob decodes a stored job, checking it against the whole job schema.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/seal"
 )
 
 // scanJobMeta checks that raw is exactly one valid JSON object and reads the
@@ -119,6 +120,13 @@ func (m *jobMeta) set(key, val []byte) error {
 		return tm(&m.StartedAt, "started_at")
 	case strings.EqualFold(k, "completed_at"):
 		return tm(&m.CompletedAt, "completed_at")
+	case strings.EqualFold(k, sealedKeyField):
+		if err := str(&m.SealedKey, sealedKeyField); err != nil {
+			return err
+		}
+		if _, err := seal.EnvelopeKeyID(seal.Version + ":" + m.SealedKey + ":"); err != nil || len(m.SealedKey) != 8 {
+			return fmt.Errorf("%s is not a key id of 8 hex digits", sealedKeyField)
+		}
 	}
 	return nil
 }

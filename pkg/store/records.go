@@ -28,14 +28,16 @@ type Record struct {
 
 // PutRecords stores records (Value nil deletes) durably, all in one write.
 func (s *Store) PutRecords(recs ...Record) error {
-	changes, err := recordChanges(recs)
+	changes, err := s.recordChanges(recs)
 	if err != nil || len(changes) == 0 {
 		return err
 	}
 	return s.commit(changes, nil)
 }
 
-func recordChanges(recs []Record) ([]*change, error) {
+// recordChanges checks records and, with a keyring, seals their values:
+// the webhook outbox holds whole jobs, contexts and outputs included.
+func (s *Store) recordChanges(recs []Record) ([]*change, error) {
 	changes := make([]*change, 0, len(recs))
 	for i := range recs {
 		r := recs[i]
@@ -45,14 +47,30 @@ func recordChanges(recs []Record) ([]*change, error) {
 		if r.Value != nil && !json.Valid(r.Value) {
 			return nil, fmt.Errorf("record %q: value is not JSON", r.Key)
 		}
+		if r.Value != nil && s.opts.Keyring != nil {
+			r.Value = sealRecord(s.opts.Keyring, r.Key, r.Value)
+		}
 		changes = append(changes, &change{id: r.Key, rec: &r})
 	}
 	return changes, nil
 }
 
 // Records returns the durable records whose keys start with prefix,
-// sorted by key.
-func (s *Store) Records(prefix string) []Record { return s.idx.recordsWithPrefix(prefix) }
+// sorted by key, their values opened when sealed. A sealed record that
+// cannot be opened is left out and logged.
+func (s *Store) Records(prefix string) []Record {
+	recs := s.idx.recordsWithPrefix(prefix)
+	out := recs[:0]
+	for _, r := range recs {
+		v, err := openRecord(s.opts.Keyring, r.Key, r.Value)
+		if err != nil {
+			s.opts.Logger.Error("record skipped: it cannot be read", "record", r.Key, "err", err.Error())
+			continue
+		}
+		out = append(out, Record{Key: r.Key, Value: v})
+	}
+	return out
+}
 
 // The records file is {"crc32c": "…", "records": {KEY: VALUE, …}}, the
 // CRC-32C taken over the exact bytes of the records object, so rot inside a

@@ -99,7 +99,7 @@ func (s *Store) settle(actions []RecoverAction, now time.Time, also func(*job.Jo
 			}
 			changes = append(changes, &change{id: a.JobID, e: e})
 			if also != nil {
-				extra, err := recordChanges(also(j))
+				extra, err := s.recordChanges(also(j))
 				if err != nil {
 					return nil, err
 				}

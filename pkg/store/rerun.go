@@ -45,14 +45,14 @@ func (s *Store) Rerun(id string, next func(orig *job.Job) (*job.Job, error)) (*j
 		if nj.ID == orig.ID {
 			return nil, fmt.Errorf("job %s: a rerun needs an id of its own", id)
 		}
-		ne, err := s.encodeJob(nj)
+		ne, err := s.encodeJob(nj, nil)
 		if err != nil {
 			return nil, err
 		}
 
 		linked := orig.Clone()
 		linked.Reruns = append(slices.Clone(orig.Reruns), nj.ID)
-		oe, err := s.encodeJob(linked)
+		oe, err := s.encodeJob(linked, base)
 		if err != nil {
 			return nil, err
 		}
@@ -85,12 +85,13 @@ func (s *Store) Rerun(id string, next func(orig *job.Job) (*job.Job, error)) (*j
 	}
 }
 
-// decodeBase decodes the job of an index entry, as Update does.
+// decodeBase decodes the job of an index entry, as Update does, opening
+// its sealed fields.
 func (s *Store) decodeBase(e *entry) (*job.Job, error) {
 	if e.live != nil {
 		return e.live.Clone(), nil
 	}
-	return loadJob(e.raw)
+	return s.readJob(e)
 }
 
 // completeNew fills in what Create fills in for a new job.

@@ -27,6 +27,7 @@ import (
 	"github.com/secauto/secauto/pkg/fsys"
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/journal"
+	"github.com/secauto/secauto/pkg/seal"
 )
 
 const (
@@ -78,6 +79,16 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Keyring, if set, encrypts the secret-bearing fields of every job
+	// written (context, submitted_context, step outputs) and the
+	// auxiliary records, under its first key, and opens what any of its
+	// keys sealed. Without one, jobs are written in plain and a sealed job
+	// read is a *SealedError naming the key id it needs.
+	Keyring *seal.Keyring
+	// OnUnreadable hears each job a listing leaves out because it cannot
+	// be read (a *SealedError: its key is missing or its ciphertext does
+	// not authenticate).
+	OnUnreadable func(id string, err error)
 }
 
 // Store is an open data directory. All methods are safe for concurrent use.
@@ -185,6 +196,7 @@ func (s *Store) load() error {
 	s.report = st.report
 	s.report.Problems = problemStrings(st.problems)
 	s.idx = newIndex(st.jobs, st.records)
+	s.noteSealed()
 	s.idx.journaled = len(st.scan.Entries)
 	s.compactor = newCompactor(st.snapBytes, now)
 	if s.opts.ReadOnly {
@@ -272,7 +284,7 @@ func (s *Store) Get(idOrPrefix string) (*job.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	return loadJob(e.raw)
+	return s.readJob(e)
 }
 
 // List returns the jobs matching f, newest first (by creation time, then id)
@@ -281,11 +293,15 @@ func (s *Store) List(f Filter) ([]*job.Job, error) {
 	items := s.idx.list(f)
 	out := make([]*job.Job, 0, len(items))
 	for _, it := range items {
-		j, err := loadJob(it.e.raw)
+		j, err := s.readJob(it.e)
 		if err != nil {
-			// Every job is checked when it is loaded or written, so this
-			// is a bug; one bad job must still not hide all the others.
-			s.opts.Logger.Error("job skipped in a listing: it does not decode", "job_id", it.id, "err", err.Error())
+			// A sealed job whose key is missing, or whose ciphertext was
+			// changed on disk, is left out and named; one bad job must
+			// never hide all the others.
+			s.opts.Logger.Error("job skipped in a listing: it cannot be read", "job_id", it.id, "err", err.Error())
+			if s.opts.OnUnreadable != nil {
+				s.opts.OnUnreadable(it.id, err)
+			}
 			continue
 		}
 		out = append(out, j)

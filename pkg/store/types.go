@@ -31,6 +31,8 @@ var (
 	// ErrNoSpace: the disk is full. Nothing was changed, nothing
 	// acknowledged is lost, and writes succeed again once space returns.
 	ErrNoSpace = errors.New("no space left on the device holding the data directory")
+	// ErrNoKeyring: RotateKeys on a store opened without Options.Keyring.
+	ErrNoKeyring = errors.New("no jobs.encryption_key_file is configured, so there is no key to encrypt with; configure one first")
 )
 
 // Owner describes the process holding a data directory's lock. It is written
@@ -114,6 +116,12 @@ type OpenReport struct {
 	JournalRecords int `json:"journal_records"`
 	// Problem describes what a read-only open would have repaired.
 	Problems []string `json:"problems,omitempty"`
+	// SealedJobs counts the jobs whose secret fields are encrypted;
+	// UnreadableJobs those of them sealed with a key that Options.Keyring
+	// does not hold (or with none configured), whose ids are MissingKeyIDs.
+	SealedJobs     int      `json:"sealed_jobs,omitempty"`
+	UnreadableJobs int      `json:"unreadable_jobs,omitempty"`
+	MissingKeyIDs  []string `json:"missing_key_ids,omitempty"`
 }
 
 // Filter selects jobs for List.
@@ -160,6 +168,8 @@ type BackupResult struct {
 	SHA256  string   `json:"sha256"`
 	Size    int64    `json:"size"`
 	Removed []string `json:"removed,omitempty"`
+	// KeyIDs are the keys needed to read the backup's encrypted jobs.
+	KeyIDs []string `json:"key_ids,omitempty"`
 }
 
 // BackupInfo describes one backup file found in a data directory.
@@ -171,6 +181,8 @@ type BackupInfo struct {
 	Compressed bool      `json:"compressed"`
 	Verified   bool      `json:"verified"`
 	Problem    string    `json:"problem,omitempty"`
+	// KeyIDs are the keys needed to read the backup's encrypted jobs.
+	KeyIDs []string `json:"key_ids,omitempty"`
 }
 
 // RestoreResult reports a restore; its JSON is the CLI's output.
@@ -184,6 +196,10 @@ type Problem struct {
 	File    string `json:"file"`
 	JobID   string `json:"job_id,omitempty"`
 	Message string `json:"message"`
+	// MissingKeyID is set when nothing is damaged, but what the problem
+	// names is encrypted with this key, which is not configured: the fix
+	// is to configure it, not to repair anything.
+	MissingKeyID string `json:"missing_key_id,omitempty"`
 }
 
 func (p Problem) String() string {

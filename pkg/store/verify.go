@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/secauto/secauto/pkg/fsys"
+	"github.com/secauto/secauto/pkg/seal"
 )
 
 // VerifyOptions extends Verify.
@@ -20,6 +21,11 @@ type VerifyOptions struct {
 	// CheckRecords, if set, checks the auxiliary records (whose meaning
 	// the store does not know) and describes each problem it finds.
 	CheckRecords func([]Record) []string
+	// Keyring opens encrypted jobs and records, so that their ciphertexts
+	// are checked too; the jobs sealed with a key it does not hold (all of
+	// them without one) are reported once per key id. Store.Verify uses
+	// the store's own when this is nil.
+	Keyring *seal.Keyring
 }
 
 // Verify checks a data directory without changing it: jobs.json parses and
@@ -98,6 +104,9 @@ func (s *Store) Verify(o VerifyOptions) (*VerifyResult, error) {
 	s.files.snapMu.Unlock()
 	v := s.idx.view()
 	res.Journal = v.journaled
+	if o.Keyring == nil {
+		o.Keyring = s.opts.Keyring
+	}
 	checkAll(res, s.files.fs, s.opts.Dir, v.items, v.records, o)
 	return res, nil
 }
@@ -131,14 +140,8 @@ func checkAll(res *VerifyResult, fsy fsys.FS, dir string, items []keyed, records
 			o.Progress(done, total)
 		}
 	}
-	errs := make([]error, len(items))
-	forEachParallel(len(items), func(i int) {
-		_, errs[i] = decodeJob(items[i].e.raw)
-	})
-	for i, err := range errs {
-		if err != nil {
-			add(Problem{File: filepath.Join(dir, SnapshotFile), JobID: items[i].id, Message: err.Error()})
-		}
+	for _, p := range checkJobs(filepath.Join(dir, SnapshotFile), items, o.Keyring) {
+		add(p)
 	}
 	progress(0)
 	progress(1)
@@ -146,16 +149,39 @@ func checkAll(res *VerifyResult, fsy fsys.FS, dir string, items []keyed, records
 	res.Records = len(records)
 	if o.CheckRecords != nil {
 		recs := make([]Record, 0, len(records))
+		missing := map[string]int{}
 		for _, k := range slices.Sorted(maps.Keys(records)) {
-			recs = append(recs, Record{Key: k, Value: records[k]})
+			if id := recordKeyID(records[k]); id != "" && (o.Keyring == nil || !o.Keyring.Has(id)) {
+				missing[id]++
+				continue
+			}
+			v, err := openRecord(o.Keyring, k, records[k])
+			if err != nil {
+				add(Problem{File: filepath.Join(dir, RecordsFile), Message: err.Error()})
+				continue
+			}
+			recs = append(recs, Record{Key: k, Value: v})
+		}
+		for _, id := range slices.Sorted(maps.Keys(missing)) {
+			add(Problem{File: filepath.Join(dir, RecordsFile), MissingKeyID: id,
+				Message: fmt.Sprintf("%d records (webhook deliveries, maintenance schedule) are encrypted with key id %s, which is not configured; add that key to jobs.encryption_key_file to check and read them", missing[id], id)})
 		}
 		for _, msg := range o.CheckRecords(recs) {
 			add(Problem{File: filepath.Join(dir, RecordsFile), Message: msg})
 		}
 	}
 	berrs := make([]error, len(paths))
+	bprobs := make([][]Problem, len(paths))
 	forEachParallel(len(paths), func(i int) {
-		_, _, berrs[i] = readBackup(fsy, paths[i], true)
+		var jobs map[string]*entry
+		jobs, _, berrs[i] = readBackup(fsy, paths[i], true)
+		if berrs[i] == nil && len(keyIDsOfMap(jobs)) > 0 {
+			items := make([]keyed, 0, len(jobs))
+			for id, e := range jobs {
+				items = append(items, keyed{id, e})
+			}
+			bprobs[i] = checkJobs(paths[i], items, o.Keyring)
+		}
 	})
 	for i, err := range berrs {
 		progress(2 + i)
@@ -168,6 +194,45 @@ func checkAll(res *VerifyResult, fsy fsys.FS, dir string, items []keyed, records
 		if err != nil {
 			add(Problem{File: paths[i], Message: err.Error()})
 		}
+		for _, p := range bprobs[i] {
+			add(p)
+		}
 	}
 	res.OK = len(res.Problems) == 0
+}
+
+// checkJobs checks every job of file against the whole job schema and,
+// for an encrypted one whose key kr holds, that every sealed field
+// authenticates and decodes. The jobs sealed with keys kr lacks are
+// reported once per key id: their encrypted fields cannot be checked.
+func checkJobs(file string, items []keyed, kr *seal.Keyring) []Problem {
+	errs := make([]error, len(items))
+	forEachParallel(len(items), func(i int) {
+		e := items[i].e
+		j, err := decodeJob(e.raw)
+		if err == nil && e.keyID != "" && kr != nil && kr.Has(e.keyID) {
+			err = unsealJob(j, e.keyID, kr)
+		}
+		errs[i] = err
+	})
+	var out []Problem
+	for i, err := range errs {
+		if err != nil {
+			out = append(out, Problem{File: file, JobID: items[i].id, Message: err.Error()})
+		}
+	}
+	missing := map[string]int{}
+	for _, it := range items {
+		if k := it.e.keyID; k != "" && (kr == nil || !kr.Has(k)) {
+			missing[k]++
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(missing)) {
+		msg := fmt.Sprintf("%d jobs are encrypted with key id %s, which jobs.encryption_key_file does not hold; add that key to check and read them", missing[k], k)
+		if kr == nil {
+			msg = fmt.Sprintf("%d jobs are encrypted with key id %s and no jobs.encryption_key_file is configured; configure the key file that holds it to check and read them", missing[k], k)
+		}
+		out = append(out, Problem{File: file, Message: msg, MissingKeyID: k})
+	}
+	return out
 }
