@@ -402,12 +402,20 @@ func ordinal(n int) string {
 // stdout carries only the job); then the job is printed with the format.
 // It returns nil when the job completed, errSilent (exit 1) otherwise.
 func followJob(ctx context.Context, a jobAdmin, ios *IOStreams, id string, format outputFormat, now func() time.Time, toStdout bool) error {
-	lines := ios.ErrOut
+	lines, tty := ios.ErrOut, ios.IsStderrTTY()
 	if toStdout && format == formatTable {
-		lines = ios.Out
+		lines, tty = ios.Out, ios.IsStdoutTTY()
 	}
 	p := &eventPrinter{w: lines, cs: ios.ColorScheme()}
-	j, err := a.WatchJob(ctx, id, p.print)
+	print, live := p.print, (*liveLine)(nil)
+	if tty {
+		live = newLiveLine(lines, id, now)
+		print = live.wrap(print)
+	}
+	j, err := a.WatchJob(ctx, id, print)
+	if live != nil {
+		live.close()
+	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return fmt.Errorf("stopped waiting; the job goes on: follow it with 'secauto jobs watch %s'", id)
