@@ -83,6 +83,7 @@ func blockStyle(n *yaml.Node) {
 type table struct {
 	w       io.Writer
 	tty     bool
+	exact   bool // headers shown as given (P99, not P 99)
 	headers []string
 	rows    [][]string
 }
@@ -92,6 +93,15 @@ func newTable(ios *IOStreams, headers ...string) *table {
 }
 
 func (t *table) addRow(cells ...string) { t.rows = append(t.rows, cells) }
+
+// headerFormat upper-cases headers and turns _ into spaces, unless they
+// are to be shown exactly as given.
+func headerFormat(exact bool) tw.State {
+	if exact {
+		return tw.Off
+	}
+	return tw.On
+}
 
 func (t *table) render() error {
 	var buf bytes.Buffer
@@ -103,7 +113,7 @@ func (t *table) render() error {
 		})),
 		tablewriter.WithHeaderAlignment(tw.AlignLeft),
 		tablewriter.WithRowAlignment(tw.AlignLeft),
-		tablewriter.WithHeaderAutoFormat(tw.On),
+		tablewriter.WithHeaderAutoFormat(headerFormat(t.exact)),
 		tablewriter.WithRowAutoWrap(tw.WrapNone),
 		tablewriter.WithHeaderAutoWrap(tw.WrapNone),
 		tablewriter.WithPadding(tw.Padding{Right: "  ", Overwrite: true}),

@@ -81,7 +81,7 @@ Configuration is read from --config, else $SECAUTO_CONFIG, else
 			root.AddCommand(c)
 		}
 	}
-	add("daemon", NewCmdServe(f, nil), NewCmdRun(f, nil))
+	add("daemon", NewCmdServe(f, nil), NewCmdRun(f, nil), NewCmdBench(f, nil))
 	add("admin",
 		NewCmdJobs(f),
 		NewCmdStats(f, nil),

@@ -1,0 +1,392 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+)
+
+// BenchOptions holds "bench"'s flags and dependencies.
+type BenchOptions struct {
+	IO *IOStreams
+	// Target finds the daemon to load: the URL and token given, else the
+	// daemon that holds the data directory.
+	Target func(o *BenchOptions) (*benchTarget, error)
+
+	Concurrency int
+	Requests    int
+	URL         string
+	Token       string
+	Mode        string
+	Timeout     time.Duration
+	Output      outputFormat
+}
+
+// benchTarget is the daemon a bench loads.
+type benchTarget struct {
+	base  string // scheme://host:port
+	token string
+	tls   *tls.Config
+}
+
+// NewCmdBench is "secauto bench".
+func NewCmdBench(f *Factory, runF func(*BenchOptions) error) *cobra.Command {
+	opts := &BenchOptions{IO: f.IOStreams, Target: benchTargetFor(f)}
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Load a running daemon and report throughput and latency",
+		Long: strings.TrimSpace(`
+Submit -n one-step playbooks (a single log step) to a running secauto serve
+from -c concurrent clients, and report requests per second and the latency
+percentiles p50, p90, p99 and max.
+
+--mode ack (the default) measures the acknowledgement of POST
+/playbook/async: the job is stored durably and queued. --mode e2e submits
+with POST /playbook, which answers once the job has ended, and so measures
+whole jobs, from submission to their end.
+
+Without --url, the daemon is the one that holds the data directory (found
+through secauto.lock, as every command finds it), reached with the first of
+the configuration's server.auth_tokens. Every job submitted stays in the
+store's history like any other, until cleanup deletes it: run bench against a
+daemon whose history may hold them.
+` + exitStatus("the daemon could not be loaded, or some requests failed (the figures\n       are printed all the same)")),
+		Example: example(`
+  # 10000 acknowledged submissions from 64 clients, against the local daemon
+  secauto bench -c 64 -n 10000
+
+  # whole jobs, end to end, against a daemon given by its address
+  secauto bench --url http://127.0.0.1:8080 --mode e2e -c 16 -n 2000
+
+  # the figures for a script
+  secauto bench -n 5000 -o json`),
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(opts)
+			}
+			return benchRun(opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVarP(&opts.Concurrency, "concurrency", "c", 16, "concurrent clients")
+	fl.IntVarP(&opts.Requests, "requests", "n", 1000, "playbooks to submit")
+	fl.StringVar(&opts.URL, "url", "", "the daemon's address, e.g. http://127.0.0.1:8080 (default: the daemon that holds the data directory)")
+	fl.StringVar(&opts.Token, "token", "", "bearer token (default: the first of server.auth_tokens)")
+	fl.StringVar(&opts.Mode, "mode", "ack", "ack: acknowledged submissions; e2e: jobs run to their end")
+	fl.DurationVar(&opts.Timeout, "timeout", time.Minute, "how long one request may take")
+	_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions(
+		[]string{"ack\tacknowledged submissions", "e2e\tjobs run to their end"}, cobra.ShellCompDirectiveNoFileComp))
+	addOutputFlag(cmd, &opts.Output)
+	return cmd
+}
+
+// benchTargetFor finds the daemon the way every command does: --url if
+// given, else the daemon recorded in the data directory's secauto.lock;
+// the token is --token, else the configuration's first.
+func benchTargetFor(f *Factory) func(o *BenchOptions) (*benchTarget, error) {
+	return func(o *BenchOptions) (*benchTarget, error) {
+		if o.URL == "" {
+			dir, err := f.existingStoreDir()
+			if err != nil {
+				return nil, fmt.Errorf("%w, or pass --url", err)
+			}
+			d, err := findDaemon(dir, f.Config, f.Build.Version)
+			if err != nil {
+				return nil, err
+			}
+			if d == nil {
+				return nil, fmt.Errorf("no secauto serve holds data directory %s; start the daemon, or pass --url with its address", dir)
+			}
+			// The daemon answers this command, with this token, before
+			// any load is sent.
+			if err := d.ping(context.Background()); err != nil {
+				return nil, err
+			}
+			scheme, host := d.baseURL()
+			t := &benchTarget{base: scheme + "://" + host, token: d.token, tls: d.http.Transport.(*http.Transport).TLSClientConfig}
+			if o.Token != "" {
+				t.token = o.Token
+			}
+			return t, nil
+		}
+		u, err := url.Parse(o.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, usageErrorf("invalid --url %q: give the daemon's address, such as http://127.0.0.1:8080", o.URL)
+		}
+		t := &benchTarget{base: u.Scheme + "://" + u.Host, token: o.Token}
+		if t.token != "" && u.Scheme == "http" {
+			return t, nil // nothing to take from the configuration
+		}
+		cfg, err := f.Config()
+		if err != nil {
+			return nil, err
+		}
+		if t.token == "" && len(cfg.Server.AuthTokens) > 0 {
+			t.token = cfg.Server.AuthTokens[0]
+		}
+		if u.Scheme == "https" {
+			// server.tls_cert is trusted, so a self-signed daemon works.
+			if t.tls, err = cfg.ClientTLS(); err != nil {
+				return nil, &configError{err}
+			}
+		}
+		return t, nil
+	}
+}
+
+// BenchResult is what bench measured; its JSON is the -o json output.
+type BenchResult struct {
+	URL         string  `json:"url"`
+	Mode        string  `json:"mode"`
+	Concurrency int     `json:"concurrency"`
+	Requests    int     `json:"requests"`
+	OK          int     `json:"ok"`
+	Errors      int     `json:"errors"`
+	Completed   int     `json:"completed,omitempty"` // e2e: jobs that ended completed
+	Failed      int     `json:"failed,omitempty"`    // e2e: jobs that ended failed or cancelled
+	Seconds     float64 `json:"seconds"`
+	PerSecond   float64 `json:"per_second"`
+	// Latency of the successful requests, in milliseconds.
+	Latency    BenchLatency `json:"latency_ms"`
+	FirstError string       `json:"first_error,omitempty"`
+}
+
+// BenchLatency holds latency percentiles in milliseconds.
+type BenchLatency struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// benchBody is a one-step log playbook whose template reads the context.
+var benchBody = []byte(`{"playbook":[{"name":"hello","action":"log","params":{"message":"alert {{.context.alert}}"}}],"context":{"alert":"A-1"}}`)
+
+func benchRun(opts *BenchOptions) error {
+	if opts.Concurrency < 1 {
+		return usageErrorf("invalid -c %d: give at least 1 client", opts.Concurrency)
+	}
+	if opts.Requests < 1 {
+		return usageErrorf("invalid -n %d: give at least 1 request", opts.Requests)
+	}
+	if opts.Mode != "ack" && opts.Mode != "e2e" {
+		return usageErrorf("invalid --mode %q: use ack or e2e", opts.Mode)
+	}
+	if opts.Timeout <= 0 {
+		return usageErrorf("invalid --timeout %s: give a positive duration", opts.Timeout)
+	}
+	target, err := opts.Target(opts)
+	if err != nil {
+		return err
+	}
+	conc := min(opts.Concurrency, opts.Requests)
+	client := &http.Client{
+		Timeout: opts.Timeout,
+		Transport: &http.Transport{
+			Proxy:               nil, // the daemon is measured, not a proxy
+			DialContext:         (&net.Dialer{Timeout: daemonDialTimeout}).DialContext,
+			TLSClientConfig:     target.tls,
+			MaxIdleConns:        2 * conc,
+			MaxIdleConnsPerHost: 2 * conc,
+			IdleConnTimeout:     time.Minute,
+		},
+	}
+	defer client.CloseIdleConnections()
+
+	var bar *progressbar.ProgressBar
+	if opts.IO.IsStderrTTY() {
+		bar = progressbar.NewOptions(opts.Requests,
+			progressbar.OptionSetWriter(opts.IO.ErrOut),
+			progressbar.OptionSetDescription("bench "+opts.Mode),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("req"),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+	}
+	path, want := "/playbook/async", http.StatusAccepted
+	if opts.Mode == "e2e" {
+		path, want = "/playbook", http.StatusOK
+	}
+	var (
+		next      atomic.Int64
+		mu        sync.Mutex
+		latencies = make([]time.Duration, 0, opts.Requests)
+		res       = &BenchResult{URL: target.base, Mode: opts.Mode, Concurrency: conc, Requests: opts.Requests}
+		wg        sync.WaitGroup
+	)
+	start := time.Now()
+	for range conc {
+		wg.Go(func() {
+			var lat []time.Duration
+			var ok, errs, completed, failed int
+			var first string
+			for next.Add(1) <= int64(opts.Requests) {
+				t0 := time.Now()
+				status, err := benchPost(client, target, path, want)
+				d := time.Since(t0)
+				if bar != nil {
+					_ = bar.Add(1)
+				}
+				if err != nil {
+					errs++
+					if first == "" {
+						first = err.Error()
+					}
+					continue
+				}
+				ok++
+				lat = append(lat, d)
+				switch status {
+				case "":
+				case "completed":
+					completed++
+				default:
+					failed++
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			latencies = append(latencies, lat...)
+			res.OK += ok
+			res.Errors += errs
+			res.Completed += completed
+			res.Failed += failed
+			if res.FirstError == "" {
+				res.FirstError = first
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	res.Seconds = elapsed.Seconds()
+	res.PerSecond = float64(res.OK) / elapsed.Seconds()
+	res.Latency = benchPercentiles(latencies)
+
+	if err := printBench(opts, res); err != nil {
+		return err
+	}
+	if res.OK == 0 {
+		return fmt.Errorf("no request succeeded; the first error: %s", res.FirstError)
+	}
+	if res.Errors > 0 {
+		return fmt.Errorf("%d of %d requests failed; the first: %s", res.Errors, res.Requests, res.FirstError)
+	}
+	return nil
+}
+
+// benchPost submits one playbook and checks the answer; in e2e mode it
+// returns the ended job's status.
+func benchPost(client *http.Client, t *benchTarget, path string, want int) (string, error) {
+	req, err := http.NewRequest(http.MethodPost, t.base+path, bytes.NewReader(benchBody))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if t.token != "" {
+		req.Header.Set("Authorization", "Bearer "+t.token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is printed once, not in every error
+		}
+		return "", fmt.Errorf("POST %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("POST %s: the answer broke off: %w", path, err)
+	}
+	var body struct {
+		Error  string `json:"error"`
+		Status string `json:"status"`
+	}
+	_ = json.Unmarshal(data, &body)
+	if resp.StatusCode != want {
+		msg := body.Error
+		if msg == "" {
+			msg = strings.TrimSpace(string(data))
+		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			msg += "; give the daemon's configuration (--config) or --token"
+		}
+		return "", fmt.Errorf("POST %s: status %d: %s", path, resp.StatusCode, msg)
+	}
+	if want == http.StatusOK {
+		return body.Status, nil
+	}
+	return "", nil
+}
+
+func benchPercentiles(d []time.Duration) BenchLatency {
+	if len(d) == 0 {
+		return BenchLatency{}
+	}
+	slices.Sort(d)
+	ms := func(p float64) float64 {
+		v := d[int(p*float64(len(d)-1))]
+		return float64(v.Microseconds()) / 1000
+	}
+	return BenchLatency{P50: ms(.50), P90: ms(.90), P99: ms(.99), Max: ms(1)}
+}
+
+func printBench(opts *BenchOptions, r *BenchResult) error {
+	if opts.Output != formatTable {
+		return printData(opts.IO.Out, opts.Output, r)
+	}
+	what := "ACKNOWLEDGED/S"
+	if r.Mode == "e2e" {
+		what = "JOBS/S"
+	}
+	headers := []string{"MODE", "CLIENTS", "REQUESTS", "ERRORS", "SECONDS", what, "P50", "P90", "P99", "MAX"}
+	row := []string{r.Mode, fmt.Sprint(r.Concurrency), fmt.Sprint(r.Requests), fmt.Sprint(r.Errors),
+		fmt.Sprintf("%.2f", r.Seconds), fmt.Sprintf("%.0f", r.PerSecond),
+		benchMs(r.Latency.P50), benchMs(r.Latency.P90), benchMs(r.Latency.P99), benchMs(r.Latency.Max)}
+	if r.Mode == "e2e" {
+		headers = append(headers, "COMPLETED", "FAILED")
+		row = append(row, fmt.Sprint(r.Completed), fmt.Sprint(r.Failed))
+	}
+	if r.OK == 0 {
+		for i := 6; i < 10; i++ {
+			row[i] = "-"
+		}
+	}
+	t := newTable(opts.IO, headers...)
+	t.exact = true
+	t.addRow(row...)
+	return t.render()
+}
+
+// benchMs writes a latency in milliseconds for people: 0.42ms, 12.3ms, 1.2s.
+func benchMs(ms float64) string {
+	switch {
+	case ms >= 1000:
+		return fmt.Sprintf("%.2fs", ms/1000)
+	case ms >= 10:
+		return fmt.Sprintf("%.1fms", ms)
+	}
+	return fmt.Sprintf("%.2fms", ms)
+}

@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/secauto/secauto/pkg/server"
+)
+
+// bench loads the daemon that holds the data directory, or the one --url
+// names, and reports what it measured as a table or as JSON.
+func TestBenchAgainstDaemon(t *testing.T) {
+	t.Chdir(t.TempDir()) // no config.yaml: defaults
+	addr, _ := startDaemon(t, "data", server.Options{})
+
+	code, out, errOut := run(t, nil, "bench", "-c", "4", "-n", "30")
+	if code != ExitOK || errOut != "" {
+		t.Fatalf("bench: exit %d\n%s%s", code, out, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "MODE  CLIENTS  REQUESTS  ERRORS  SECONDS  ACKNOWLEDGED/S  P50") ||
+		!strings.HasPrefix(lines[1], "ack   4        30        0 ") {
+		t.Errorf("bench table:\n%s", out)
+	}
+
+	var res BenchResult
+	code, out, errOut = run(t, nil, "bench", "--mode", "e2e", "-c", "3", "-n", "12", "-o", "json")
+	if code != ExitOK {
+		t.Fatalf("bench e2e: exit %d\n%s%s", code, out, errOut)
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("-o json does not parse: %v\n%s", err, out)
+	}
+	if res.Mode != "e2e" || res.OK != 12 || res.Completed != 12 || res.Errors != 0 || res.Concurrency != 3 ||
+		res.PerSecond <= 0 || res.Latency.P50 <= 0 || res.Latency.Max < res.Latency.P99 || res.URL != "http://"+addr {
+		t.Errorf("bench e2e: %+v", res)
+	}
+
+	code, out, errOut = run(t, nil, "bench", "--url", "http://"+addr, "-n", "5", "-o", "json")
+	if code != ExitOK || json.Unmarshal([]byte(out), &res) != nil || res.OK != 5 || res.Mode != "ack" {
+		t.Errorf("bench --url: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// Every job it submitted is in the store, and ended.
+	code, out, _ = run(t, nil, "jobs", "list", "-o", "json")
+	var jobs []map[string]any
+	if code != ExitOK || json.Unmarshal([]byte(out), &jobs) != nil || len(jobs) != 47 {
+		t.Errorf("jobs list after bench: exit %d, %d jobs, want 47", code, len(jobs))
+	}
+}
+
+// The configured token is sent; a wrong one fails every request and says
+// what to do.
+func TestBenchWithTokens(t *testing.T) {
+	t.Chdir(t.TempDir())
+	addr, _ := startDaemon(t, "data", server.Options{AuthTokens: []string{"s3cret-0123456789-1"}})
+	if err := os.WriteFile("config.yaml", []byte("server:\n  auth_tokens: [s3cret-0123456789-1]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"bench", "-n", "3"}, {"bench", "-n", "3", "--url", "http://" + addr}} {
+		if code, out, errOut := run(t, nil, args...); code != ExitOK {
+			t.Errorf("%v with the configured token: exit %d\n%s%s", args, code, out, errOut)
+		}
+	}
+	code, out, errOut := run(t, nil, "bench", "-n", "3", "-c", "1", "--url", "http://"+addr, "--token", "wrong-0123456789abcdef")
+	if code != ExitFailure || !strings.Contains(out, "ack   1        3         3 ") ||
+		!strings.Contains(errOut, "secauto: no request succeeded; the first error: POST /playbook/async: status 401") || strings.Contains(errOut, "s3cret") {
+		t.Errorf("wrong token: exit %d\nstdout %q\nstderr %q", code, out, errOut)
+	}
+}
+
+func TestBenchUsage(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if err := os.Mkdir("data", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, nil, "bench", "-n", "3")
+	if code != ExitFailure || out != "" || !strings.Contains(errOut, "no secauto serve holds data directory data; start the daemon, or pass --url") {
+		t.Errorf("no daemon: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, args := range [][]string{{"-c", "0"}, {"-n", "0"}, {"--mode", "fast"}, {"--url", "127.0.0.1:8080"}, {"extra"}} {
+		code, out, errOut := run(t, nil, append([]string{"bench"}, args...)...)
+		if code != ExitUsage || out != "" || errOut == "" {
+			t.Errorf("bench %v: exit %d\n%s%s", args, code, out, errOut)
+		}
+	}
+}
+
+// On a terminal a progress bar runs on stderr; stdout has only the table.
+func TestBenchProgressOnTerminal(t *testing.T) {
+	t.Chdir(t.TempDir())
+	addr, _ := startDaemon(t, "data", server.Options{})
+	ios, _, out, errOut := TestStreams()
+	ios.SetStderrTTY(true)
+	f := NewFactory(ios, nil)
+	opts := &BenchOptions{IO: ios, Target: benchTargetFor(f), Concurrency: 2, Requests: 20, URL: "http://" + addr, Mode: "ack", Timeout: 10e9, Output: formatTable}
+	if err := benchRun(opts); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut.String(), "bench ack") || strings.Contains(out.String(), "bench ack") || !strings.HasPrefix(out.String(), "MODE") {
+		t.Errorf("stdout %q\nstderr %q", out.String(), errOut.String())
+	}
+}
+
+func TestBenchFlags(t *testing.T) {
+	ios, _, _, _ := TestStreams()
+	var got *BenchOptions
+	cmd := NewCmdBench(NewFactory(ios, nil), func(o *BenchOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"-c", "64", "-n", "10000", "--mode", "e2e", "--url", "https://127.0.0.1:8443", "--token", "t", "-o", "json"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Concurrency != 64 || got.Requests != 10000 || got.Mode != "e2e" || got.URL != "https://127.0.0.1:8443" || got.Token != "t" || got.Output != formatJSON {
+		t.Errorf("options: %+v", got)
+	}
+}
