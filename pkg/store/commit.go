@@ -15,13 +15,37 @@ import (
 // Create stores a new job and returns it once it is durable. An empty ID
 // gets a UUIDv7, a zero CreatedAt the current time, an empty Status pending.
 func (s *Store) Create(j *job.Job) (*job.Job, error) {
-	nj := *j
-	if nj.ID == "" {
-		id, err := uuid.NewV7()
+	id := j.ID
+	if id == "" {
+		u, err := uuid.NewV7()
 		if err != nil {
 			return nil, err
 		}
-		nj.ID = id.String()
+		id = u.String()
+	}
+	nj := *s.completeNew(j, id)
+	e, err := s.encodeJob(&nj, nil)
+	if err != nil {
+		return nil, err
+	}
+	err = s.commit([]*change{{id: nj.ID, e: e}}, func() error {
+		if _, ok := s.idx.lookupLocked(nj.ID); ok {
+			return fmt.Errorf("%w: %s", ErrExists, nj.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &nj, nil
+}
+
+// completeNew fills in what a new job leaves out: id (when empty), the
+// creation time, pending, and empty playbook, context and results.
+func (s *Store) completeNew(j *job.Job, id string) *job.Job {
+	nj := *j
+	if nj.ID == "" {
+		nj.ID = id
 	}
 	if nj.CreatedAt.IsZero() {
 		nj.CreatedAt = s.opts.Now()
@@ -39,20 +63,7 @@ func (s *Store) Create(j *job.Job) (*job.Job, error) {
 	if nj.Results == nil {
 		nj.Results = []job.Result{}
 	}
-	e, err := s.encodeJob(&nj, nil)
-	if err != nil {
-		return nil, err
-	}
-	err = s.commit([]*change{{id: nj.ID, e: e}}, func() error {
-		if _, ok := s.idx.lookupLocked(nj.ID); ok {
-			return fmt.Errorf("%w: %s", ErrExists, nj.ID)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &nj, nil
+	return &nj
 }
 
 // encodeJob checks a job and encodes it, refusing what the store could not

@@ -93,28 +93,3 @@ func (s *Store) decodeBase(e *entry) (*job.Job, error) {
 	}
 	return s.readJob(e)
 }
-
-// completeNew fills in what Create fills in for a new job.
-func (s *Store) completeNew(j *job.Job, id string) *job.Job {
-	nj := *j
-	if nj.ID == "" {
-		nj.ID = id
-	}
-	if nj.CreatedAt.IsZero() {
-		nj.CreatedAt = s.opts.Now()
-	}
-	nj.CreatedAt = nj.CreatedAt.UTC()
-	if nj.Status == "" {
-		nj.Status = job.Pending
-	}
-	if nj.Playbook == nil {
-		nj.Playbook = []job.Step{}
-	}
-	if nj.Context == nil {
-		nj.Context = map[string]any{}
-	}
-	if nj.Results == nil {
-		nj.Results = []job.Result{}
-	}
-	return &nj
-}
