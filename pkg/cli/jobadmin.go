@@ -288,14 +288,8 @@ func history(j *job.Job, fn func(jobEvent) error) error {
 			return err
 		}
 	}
-	t := j.CreatedAt
-	switch {
-	case j.CompletedAt != nil:
-		t = *j.CompletedAt
-	case j.StartedAt != nil:
-		t = *j.StartedAt
-	}
-	return fn(jobEvent{Kind: server.EventStatus, Status: &server.StatusEvent{JobID: j.ID, Status: j.Status, Error: j.Error, Time: t.UTC()}})
+	ev := server.NewStatusEvent(j)
+	return fn(jobEvent{Kind: server.EventStatus, Status: &ev})
 }
 
 func (a *offlineAdmin) Stats(context.Context) (res *server.StatsResponse, err error) {

@@ -266,7 +266,7 @@ func (st *sseStream) progress(last, cur *job.Job) (bool, error) {
 		}
 	}
 	if cur.Status != last.Status {
-		if err := st.send(EventStatus, statusEvent(cur)); err != nil {
+		if err := st.send(EventStatus, NewStatusEvent(cur)); err != nil {
 			return false, err
 		}
 	}
@@ -281,7 +281,9 @@ func (st *sseStream) end(j *job.Job) (bool, error) {
 	return true, st.send(EventEnd, j)
 }
 
-func statusEvent(j *job.Job) StatusEvent {
+// NewStatusEvent is the status event of j as it is now, timed by its
+// latest transition.
+func NewStatusEvent(j *job.Job) StatusEvent {
 	t := j.CreatedAt
 	switch {
 	case j.CompletedAt != nil:

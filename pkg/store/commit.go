@@ -66,6 +66,19 @@ func (s *Store) completeNew(j *job.Job, id string) *job.Job {
 	return &nj
 }
 
+// unchangedSince is the commit check of a change computed from the jobs in
+// bases: it asks for a retry when any of them changed since it was read.
+func (s *Store) unchangedSince(bases map[string]*entry) func() error {
+	return func() error {
+		for id, base := range bases {
+			if cur, _ := s.idx.lookupLocked(id); cur != base {
+				return errRetry
+			}
+		}
+		return nil
+	}
+}
+
 // encodeJob checks a job and encodes it, refusing what the store could not
 // read back: a job that breaks the schema, is larger than MaxJobBytes or
 // nested deeper than JSON decoders take.

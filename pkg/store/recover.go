@@ -110,14 +110,7 @@ func (s *Store) settle(actions []RecoverAction, now time.Time, also func(*job.Jo
 		if len(changes) == 0 {
 			return nil, nil
 		}
-		err := s.commit(changes, func() error {
-			for id, base := range bases {
-				if cur, _ := s.idx.lookupLocked(id); cur != base {
-					return errRetry
-				}
-			}
-			return nil
-		})
+		err := s.commit(changes, s.unchangedSince(bases))
 		if errors.Is(err, errRetry) {
 			continue
 		}

@@ -123,14 +123,7 @@ func (s *Store) rotateBatch(ids []string, primary string) (int, error) {
 			}
 			changes = append(changes, &change{id: id, e: e})
 		}
-		err := s.commit(changes, func() error {
-			for id, base := range bases {
-				if cur, _ := s.idx.lookupLocked(id); cur != base {
-					return errRetry
-				}
-			}
-			return nil
-		})
+		err := s.commit(changes, s.unchangedSince(bases))
 		if errors.Is(err, errRetry) {
 			continue
 		}
