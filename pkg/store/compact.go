@@ -5,17 +5,31 @@ import (
 	"time"
 )
 
+// When to compact, so that the cost of a change never grows with the
+// history kept. A small jobs.json is rewritten every SnapshotInterval while
+// anything changed: that costs at most smallSnapshot bytes an interval. A
+// larger one is rewritten only once the journal has grown to journalShare
+// of it, as Redis rewrites its append-only file once it has grown by
+// auto-aof-rewrite-percentage: each byte journaled then costs at most
+// 1/journalShare bytes of rewrite however large the history, and replay at
+// open reads at most journalShare of jobs.json's size again.
+const (
+	smallSnapshot = 64 << 20
+	journalShare  = 0.5
+)
+
 // compactor decides when the journal is folded into jobs.json and keeps the
 // figures of the last snapshot.
 type compactor struct {
 	mu        sync.Mutex
 	snapBytes int64
 	lastSnap  time.Time
+	small     int64         // smallSnapshot; lowered by tests
 	kick      chan struct{} // the journal outgrew its limit
 }
 
 func newCompactor(snapBytes int64, now time.Time) *compactor {
-	return &compactor{snapBytes: snapBytes, lastSnap: now, kick: make(chan struct{}, 1)}
+	return &compactor{snapBytes: snapBytes, lastSnap: now, small: smallSnapshot, kick: make(chan struct{}, 1)}
 }
 
 func (c *compactor) figures() (int64, time.Time) {
@@ -36,14 +50,19 @@ func (c *compactor) restored(size int64) {
 	c.mu.Unlock()
 }
 
-// overgrown reports whether a journal of size bytes should be compacted
-// now rather than at the next interval: larger than the limit and than
-// jobs.json, so replay time stays bounded without rewriting a large
-// snapshot for a small journal.
-func (c *compactor) overgrown(size, limit int64) bool {
+// due reports whether a journal of size bytes is worth folding into
+// jobs.json at the interval.
+func (c *compactor) due(size int64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return size > limit && size > c.snapBytes
+	return c.snapBytes <= c.small || float64(size) >= journalShare*float64(c.snapBytes)
+}
+
+// overgrown reports whether a journal of size bytes should be compacted
+// now rather than at the next interval: larger than the limit, which bounds
+// replay time, and due.
+func (c *compactor) overgrown(size, limit int64) bool {
+	return size > limit && c.due(size)
 }
 
 func (c *compactor) poke() {
@@ -54,7 +73,8 @@ func (c *compactor) poke() {
 }
 
 // snapshotter compacts the journal every SnapshotInterval while it holds
-// changes, and early when it outgrows JournalLimit.
+// changes and a compaction is due, and early when it outgrows
+// JournalLimit.
 func (s *Store) snapshotter() {
 	defer s.wg.Done()
 	var tick <-chan time.Time
@@ -68,6 +88,9 @@ func (s *Store) snapshotter() {
 		case <-s.stop:
 			return
 		case <-tick:
+			if !s.compactor.due(s.w.Size()) {
+				continue
+			}
 		case <-s.compactor.kick:
 		}
 		if err := s.compact(false); err != nil {

@@ -50,11 +50,12 @@ type Options struct {
 	// What a writable open would repair is listed in the OpenReport.
 	ReadOnly bool
 	// SnapshotInterval is how often a dirty journal is compacted into
-	// jobs.json; zero means 30s, negative disables the background snapshot
-	// (Close still writes one).
+	// jobs.json while jobs.json is small beside it (see compact.go); zero
+	// means 30s, negative disables the background snapshot (Close still
+	// writes one).
 	SnapshotInterval time.Duration
 	// JournalLimit compacts early once the journal is larger than this and
-	// than jobs.json, bounding replay time; zero means 64 MiB.
+	// a compaction is due, bounding replay time; zero means 64 MiB.
 	JournalLimit int64
 	// MaxJobBytes refuses a job whose encoding is larger; zero means
 	// DefaultMaxJobBytes.
