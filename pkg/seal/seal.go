@@ -49,7 +49,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"unsafe"
 )
 
 // Version is the envelope format version this package writes and reads.
@@ -209,10 +208,9 @@ func (kr *Keyring) Seal(dst, plaintext []byte, subject, field string) []byte {
 	return dst
 }
 
-// SealString is Seal returning the envelope as a string, without a copy.
+// SealString is Seal returning the envelope as a string.
 func (kr *Keyring) SealString(plaintext []byte, subject, field string) string {
-	b := kr.Seal(nil, plaintext, subject, field)
-	return unsafe.String(unsafe.SliceData(b), len(b)) // b is never written again
+	return string(kr.Seal(nil, plaintext, subject, field))
 }
 
 // scratchPool holds the buffers ciphertexts are built in before they are
@@ -263,8 +261,7 @@ func (kr *Keyring) Open(env string, subject, field string) ([]byte, error) {
 	}
 	payload := env[headerLen:]
 	ct := make([]byte, b64.DecodedLen(len(payload)))
-	// Decode only reads its source: no copy of the payload is needed.
-	n, err := b64.Decode(ct, unsafe.Slice(unsafe.StringData(payload), len(payload)))
+	n, err := b64.Decode(ct, []byte(payload))
 	if err != nil {
 		return nil, fmt.Errorf("%w: the payload is not valid base64", ErrMalformed)
 	}
