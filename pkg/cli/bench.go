@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -225,7 +226,7 @@ func benchRun(opts *BenchOptions) error {
 	if opts.Duration < 0 {
 		return usageErrorf("invalid --duration %s: give a positive duration", opts.Duration)
 	}
-	if opts.Rate < 0 {
+	if opts.Rate < 0 || math.IsNaN(opts.Rate) || math.IsInf(opts.Rate, 0) {
 		return usageErrorf("invalid --rate %g: give a positive number of requests per second", opts.Rate)
 	}
 	if opts.Mode != "ack" && opts.Mode != "e2e" {

@@ -85,7 +85,7 @@ func TestBenchUsage(t *testing.T) {
 		t.Errorf("no daemon: exit %d\n%s%s", code, out, errOut)
 	}
 	for _, args := range [][]string{{"-c", "0"}, {"-n", "0"}, {"--mode", "fast"}, {"--url", "127.0.0.1:8080"}, {"extra"},
-		{"--rate", "-1"}, {"--duration", "-1s"}, {"--duration", "1s", "-n", "0"}} {
+		{"--rate", "-1"}, {"--rate", "inf"}, {"--duration", "-1s"}, {"--duration", "1s", "-n", "0"}} {
 		code, out, errOut := run(t, nil, append([]string{"bench"}, args...)...)
 		if code != ExitUsage || out != "" || errOut == "" {
 			t.Errorf("bench %v: exit %d\n%s%s", args, code, out, errOut)
