@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,7 +31,9 @@ type BenchOptions struct {
 	Target func(o *BenchOptions) (*benchTarget, error)
 
 	Concurrency int
-	Requests    int
+	Requests    int // 0 with Duration: as many as fit in it
+	Duration    time.Duration
+	Rate        float64 // submissions per second, open loop; 0: closed loop
 	URL         string
 	Token       string
 	Mode        string
@@ -53,7 +57,15 @@ func NewCmdBench(f *Factory, runF func(*BenchOptions) error) *cobra.Command {
 		Long: strings.TrimSpace(`
 Submit -n one-step playbooks (a single log step) to a running secauto serve
 from -c concurrent clients, and report requests per second and the latency
-percentiles p50, p90, p99 and max.
+percentiles p50, p90, p99 and max. --duration submits for that long instead
+(with -n too, whichever ends first).
+
+--rate N submits at a steady N per second instead, whatever the latency (an
+open loop, as real alerts arrive): each request is sent when it is due, up to
+-c in flight (1024 unless -c is given), and its latency counts from when it
+was due, so a daemon that falls behind shows it in the percentiles. A
+request that had to wait for a free client is counted as delayed and
+reported.
 
 --mode ack (the default) measures the acknowledgement of POST
 /playbook/async: the job is stored durably and queued. --mode e2e submits
@@ -73,10 +85,26 @@ daemon whose history may hold them.
   # whole jobs, end to end, against a daemon given by its address
   secauto bench --url http://127.0.0.1:8080 --mode e2e -c 16 -n 2000
 
+  # 64 clients as fast as the daemon answers, for 30 seconds
+  secauto bench -c 64 --duration 30s
+
+  # a steady 200 submissions per second for 90 seconds
+  secauto bench --rate 200 --duration 90s
+
   # the figures for a script
   secauto bench -n 5000 -o json`),
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			fl := cmd.Flags()
+			if fl.Changed("requests") && opts.Requests < 1 {
+				return usageErrorf("invalid -n %d: give at least 1 request", opts.Requests)
+			}
+			if opts.Duration > 0 && !fl.Changed("requests") {
+				opts.Requests = 0 // --duration alone bounds the run
+			}
+			if opts.Rate > 0 && !fl.Changed("concurrency") {
+				opts.Concurrency = benchRateInFlight
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -84,8 +112,10 @@ daemon whose history may hold them.
 		},
 	}
 	fl := cmd.Flags()
-	fl.IntVarP(&opts.Concurrency, "concurrency", "c", 16, "concurrent clients")
-	fl.IntVarP(&opts.Requests, "requests", "n", 1000, "playbooks to submit")
+	fl.IntVarP(&opts.Concurrency, "concurrency", "c", 16, "concurrent clients; with --rate, the most requests in flight (then 1024 unless given)")
+	fl.IntVarP(&opts.Requests, "requests", "n", 1000, "playbooks to submit (with --duration and no -n: no limit)")
+	fl.DurationVar(&opts.Duration, "duration", 0, "submit for this long instead of -n playbooks (with -n too: whichever ends first)")
+	fl.Float64Var(&opts.Rate, "rate", 0, "submit at a steady N per second, whatever the latency (default: as fast as the clients are answered)")
 	fl.StringVar(&opts.URL, "url", "", "the daemon's address, e.g. http://127.0.0.1:8080 (default: the daemon that holds the data directory)")
 	fl.StringVar(&opts.Token, "token", "", "bearer token (default: the first of server.auth_tokens)")
 	fl.StringVar(&opts.Mode, "mode", "ack", "ack: acknowledged submissions; e2e: jobs run to their end")
@@ -155,11 +185,13 @@ type BenchResult struct {
 	URL         string  `json:"url"`
 	Mode        string  `json:"mode"`
 	Concurrency int     `json:"concurrency"`
+	Rate        float64 `json:"rate,omitempty"` // --rate: the requests per second asked for
 	Requests    int     `json:"requests"`
 	OK          int     `json:"ok"`
 	Errors      int     `json:"errors"`
 	Completed   int     `json:"completed,omitempty"` // e2e: jobs that ended completed
 	Failed      int     `json:"failed,omitempty"`    // e2e: jobs that ended failed or cancelled
+	Delayed     int     `json:"delayed,omitempty"`   // --rate: requests sent late, every client being busy
 	Seconds     float64 `json:"seconds"`
 	PerSecond   float64 `json:"per_second"`
 	// Latency of the successful requests, in milliseconds.
@@ -178,12 +210,24 @@ type BenchLatency struct {
 // benchBody is a one-step log playbook whose template reads the context.
 var benchBody = []byte(`{"playbook":[{"name":"hello","action":"log","params":{"message":"alert {{.context.alert}}"}}],"context":{"alert":"A-1"}}`)
 
+// benchRateInFlight is how many requests --rate keeps in flight at most
+// unless -c is given: enough that a slow answer does not hold back the
+// schedule, not so many that a stalled daemon runs the client out of
+// connections.
+const benchRateInFlight = 1024
+
 func benchRun(opts *BenchOptions) error {
 	if opts.Concurrency < 1 {
 		return usageErrorf("invalid -c %d: give at least 1 client", opts.Concurrency)
 	}
-	if opts.Requests < 1 {
+	if opts.Requests < 0 || (opts.Requests == 0 && opts.Duration <= 0) {
 		return usageErrorf("invalid -n %d: give at least 1 request", opts.Requests)
+	}
+	if opts.Duration < 0 {
+		return usageErrorf("invalid --duration %s: give a positive duration", opts.Duration)
+	}
+	if opts.Rate < 0 || math.IsNaN(opts.Rate) || math.IsInf(opts.Rate, 0) {
+		return usageErrorf("invalid --rate %g: give a positive number of requests per second", opts.Rate)
 	}
 	if opts.Mode != "ack" && opts.Mode != "e2e" {
 		return usageErrorf("invalid --mode %q: use ack or e2e", opts.Mode)
@@ -195,7 +239,10 @@ func benchRun(opts *BenchOptions) error {
 	if err != nil {
 		return err
 	}
-	conc := min(opts.Concurrency, opts.Requests)
+	conc := opts.Concurrency
+	if opts.Requests > 0 {
+		conc = min(conc, opts.Requests)
+	}
 	client := &http.Client{
 		Timeout: opts.Timeout,
 		Transport: &http.Transport{
@@ -211,7 +258,11 @@ func benchRun(opts *BenchOptions) error {
 
 	var bar *progressbar.ProgressBar
 	if opts.IO.IsStderrTTY() {
-		bar = progressbar.NewOptions(opts.Requests,
+		total := opts.Requests
+		if total == 0 {
+			total = -1 // bounded by --duration only: a spinner
+		}
+		bar = progressbar.NewOptions(total,
 			progressbar.OptionSetWriter(opts.IO.ErrOut),
 			progressbar.OptionSetDescription("bench "+opts.Mode),
 			progressbar.OptionShowCount(),
@@ -221,70 +272,46 @@ func benchRun(opts *BenchOptions) error {
 			progressbar.OptionClearOnFinish(),
 		)
 	}
-	path, want := "/playbook/async", http.StatusAccepted
+	b := &benchState{
+		opts:   opts,
+		client: client,
+		target: target,
+		bar:    bar,
+		path:   "/playbook/async",
+		want:   http.StatusAccepted,
+		res:    &BenchResult{URL: target.base, Mode: opts.Mode, Concurrency: conc, Rate: opts.Rate},
+	}
 	if opts.Mode == "e2e" {
-		path, want = "/playbook", http.StatusOK
+		b.path, b.want = "/playbook", http.StatusOK
 	}
-	var (
-		next      atomic.Int64
-		mu        sync.Mutex
-		latencies = make([]time.Duration, 0, opts.Requests)
-		res       = &BenchResult{URL: target.base, Mode: opts.Mode, Concurrency: conc, Requests: opts.Requests}
-		wg        sync.WaitGroup
-	)
+	if opts.Requests > 0 {
+		b.latencies = make([]time.Duration, 0, opts.Requests)
+	}
 	start := time.Now()
-	for range conc {
-		wg.Go(func() {
-			var lat []time.Duration
-			var ok, errs, completed, failed int
-			var first string
-			for next.Add(1) <= int64(opts.Requests) {
-				t0 := time.Now()
-				status, err := benchPost(client, target, path, want)
-				d := time.Since(t0)
-				if bar != nil {
-					_ = bar.Add(1)
-				}
-				if err != nil {
-					errs++
-					if first == "" {
-						first = err.Error()
-					}
-					continue
-				}
-				ok++
-				lat = append(lat, d)
-				switch status {
-				case "":
-				case "completed":
-					completed++
-				default:
-					failed++
-				}
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			latencies = append(latencies, lat...)
-			res.OK += ok
-			res.Errors += errs
-			res.Completed += completed
-			res.Failed += failed
-			if res.FirstError == "" {
-				res.FirstError = first
-			}
-		})
+	if opts.Duration > 0 {
+		b.deadline = start.Add(opts.Duration)
 	}
-	wg.Wait()
+	if opts.Rate > 0 {
+		b.openLoop(start, conc)
+	} else {
+		b.closedLoop(conc)
+	}
 	elapsed := time.Since(start)
 	if bar != nil {
 		_ = bar.Finish()
 	}
+	res := b.res
+	res.Requests = res.OK + res.Errors
 	res.Seconds = elapsed.Seconds()
 	res.PerSecond = float64(res.OK) / elapsed.Seconds()
-	res.Latency = benchPercentiles(latencies)
+	res.Latency = benchPercentiles(b.latencies)
 
 	if err := printBench(opts, res); err != nil {
 		return err
+	}
+	if res.Delayed > 0 {
+		fmt.Fprintf(opts.IO.ErrOut, "%d of %d requests were sent late, all %d clients being busy: the daemon answered too slowly for --rate %g; their latency counts from when they were due\n",
+			res.Delayed, res.Requests, conc, opts.Rate)
 	}
 	if res.OK == 0 {
 		return fmt.Errorf("no request succeeded; the first error: %s", res.FirstError)
@@ -293,6 +320,121 @@ func benchRun(opts *BenchOptions) error {
 		return fmt.Errorf("%d of %d requests failed; the first: %s", res.Errors, res.Requests, res.FirstError)
 	}
 	return nil
+}
+
+// benchState is one bench run's load and what it measured.
+type benchState struct {
+	opts     *BenchOptions
+	client   *http.Client
+	target   *benchTarget
+	bar      *progressbar.ProgressBar
+	path     string
+	want     int
+	deadline time.Time // zero: -n bounds the run
+
+	mu        sync.Mutex
+	latencies []time.Duration
+	res       *BenchResult
+}
+
+// done reports whether the run is over before request i (counted from 1)
+// is sent.
+func (b *benchState) done(i int64, now time.Time) bool {
+	return (b.opts.Requests > 0 && i > int64(b.opts.Requests)) || (!b.deadline.IsZero() && !now.Before(b.deadline))
+}
+
+// tally is what one client measured.
+type tally struct {
+	lat                         []time.Duration
+	ok, errs, completed, failed int
+	first                       string
+}
+
+// one sends one request, its latency counted from due.
+func (b *benchState) one(t *tally, due time.Time) {
+	status, err := benchPost(b.client, b.target, b.path, b.want)
+	d := time.Since(due)
+	if b.bar != nil {
+		_ = b.bar.Add(1)
+	}
+	if err != nil {
+		t.errs++
+		if t.first == "" {
+			t.first = err.Error()
+		}
+		return
+	}
+	t.ok++
+	t.lat = append(t.lat, d)
+	switch status {
+	case "":
+	case "completed":
+		t.completed++
+	default:
+		t.failed++
+	}
+}
+
+func (b *benchState) add(t *tally) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.latencies = append(b.latencies, t.lat...)
+	b.res.OK += t.ok
+	b.res.Errors += t.errs
+	b.res.Completed += t.completed
+	b.res.Failed += t.failed
+	if b.res.FirstError == "" {
+		b.res.FirstError = t.first
+	}
+}
+
+// closedLoop runs conc clients, each sending its next request once the
+// last is answered.
+func (b *benchState) closedLoop(conc int) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			var t tally
+			for !b.done(next.Add(1), time.Now()) {
+				b.one(&t, time.Now())
+			}
+			b.add(&t)
+		})
+	}
+	wg.Wait()
+}
+
+// openLoop sends request i at start + i/rate whatever the answers, from up
+// to conc clients. A request due while every client is busy waits for one
+// and is counted as delayed; its latency still counts from when it was
+// due.
+func (b *benchState) openLoop(start time.Time, conc int) {
+	interval := time.Duration(float64(time.Second) / b.opts.Rate)
+	slots := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	var delayed int
+	for i := int64(1); ; i++ {
+		due := start.Add(time.Duration(i-1) * interval)
+		if b.done(i, due) {
+			break
+		}
+		time.Sleep(time.Until(due))
+		select {
+		case slots <- struct{}{}:
+		default:
+			delayed++
+			slots <- struct{}{}
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			var t tally
+			b.one(&t, due)
+			b.add(&t)
+		})
+	}
+	wg.Wait()
+	b.res.Delayed = delayed
 }
 
 // benchPost submits one playbook and checks the answer; in e2e mode it
@@ -368,6 +510,10 @@ func printBench(opts *BenchOptions, r *BenchResult) error {
 	if r.Mode == "e2e" {
 		headers = append(headers, "COMPLETED", "FAILED")
 		row = append(row, fmt.Sprint(r.Completed), fmt.Sprint(r.Failed))
+	}
+	if r.Rate > 0 {
+		headers = append(headers, "RATE", "DELAYED")
+		row = append(row, strconv.FormatFloat(r.Rate, 'f', -1, 64), fmt.Sprint(r.Delayed))
 	}
 	if r.OK == 0 {
 		for i := 6; i < 10; i++ {

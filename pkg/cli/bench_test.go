@@ -2,9 +2,13 @@ package cli
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/secauto/secauto/pkg/server"
 )
@@ -80,7 +84,8 @@ func TestBenchUsage(t *testing.T) {
 	if code != ExitFailure || out != "" || !strings.Contains(errOut, "no secauto serve holds data directory data; start the daemon, or pass --url") {
 		t.Errorf("no daemon: exit %d\n%s%s", code, out, errOut)
 	}
-	for _, args := range [][]string{{"-c", "0"}, {"-n", "0"}, {"--mode", "fast"}, {"--url", "127.0.0.1:8080"}, {"extra"}} {
+	for _, args := range [][]string{{"-c", "0"}, {"-n", "0"}, {"--mode", "fast"}, {"--url", "127.0.0.1:8080"}, {"extra"},
+		{"--rate", "-1"}, {"--rate", "inf"}, {"--duration", "-1s"}, {"--duration", "1s", "-n", "0"}} {
 		code, out, errOut := run(t, nil, append([]string{"bench"}, args...)...)
 		if code != ExitUsage || out != "" || errOut == "" {
 			t.Errorf("bench %v: exit %d\n%s%s", args, code, out, errOut)
@@ -114,5 +119,94 @@ func TestBenchFlags(t *testing.T) {
 	}
 	if got.Concurrency != 64 || got.Requests != 10000 || got.Mode != "e2e" || got.URL != "https://127.0.0.1:8443" || got.Token != "t" || got.Output != formatJSON {
 		t.Errorf("options: %+v", got)
+	}
+	// --duration alone is not bounded by -n's default; --rate without -c
+	// keeps enough requests in flight.
+	for _, tc := range []struct {
+		args     []string
+		n, c     int
+		rate     float64
+		duration time.Duration
+	}{
+		{[]string{"--rate", "200", "--duration", "90s"}, 0, benchRateInFlight, 200, 90 * time.Second},
+		{[]string{"--rate", "200", "-n", "500", "-c", "8"}, 500, 8, 200, 0},
+		{[]string{"-c", "64", "--duration", "30s", "-n", "9"}, 9, 64, 0, 30 * time.Second},
+	} {
+		cmd := NewCmdBench(NewFactory(ios, nil), func(o *BenchOptions) error { got = o; return nil })
+		cmd.SetArgs(tc.args)
+		if err := cmd.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		if got.Requests != tc.n || got.Concurrency != tc.c || got.Rate != tc.rate || got.Duration != tc.duration {
+			t.Errorf("%v: options %+v", tc.args, got)
+		}
+	}
+}
+
+// --rate submits on a schedule, bounded by -n or by --duration; a closed
+// loop may be bounded by --duration too.
+func TestBenchRateAndDuration(t *testing.T) {
+	t.Chdir(t.TempDir())
+	startDaemon(t, "data", server.Options{})
+
+	var res BenchResult
+	code, out, errOut := run(t, nil, "bench", "--rate", "100", "-n", "20", "-o", "json")
+	if code != ExitOK || errOut != "" || json.Unmarshal([]byte(out), &res) != nil {
+		t.Fatalf("bench --rate -n: exit %d\n%s%s", code, out, errOut)
+	}
+	// 20 requests, one every 10ms: the last is sent 190ms after the first.
+	if res.OK != 20 || res.Requests != 20 || res.Rate != 100 || res.Concurrency != 20 || res.Seconds < 0.19 || res.PerSecond > 106 || res.Latency.P50 <= 0 {
+		t.Errorf("bench --rate 100 -n 20: %+v", res)
+	}
+
+	code, out, errOut = run(t, nil, "bench", "--rate", "50", "--duration", "400ms", "-o", "json")
+	if code != ExitOK || json.Unmarshal([]byte(out), &res) != nil {
+		t.Fatalf("bench --rate --duration: exit %d\n%s%s", code, out, errOut)
+	}
+	// Due at 0, 20ms, …, 380ms: 20 requests.
+	if res.OK != 20 || res.Errors != 0 || res.Concurrency != benchRateInFlight || res.Seconds < 0.38 {
+		t.Errorf("bench --rate 50 --duration 400ms: %+v", res)
+	}
+
+	res = BenchResult{}
+	code, out, errOut = run(t, nil, "bench", "-c", "2", "--duration", "200ms", "-o", "json")
+	if code != ExitOK || json.Unmarshal([]byte(out), &res) != nil {
+		t.Fatalf("bench --duration: exit %d\n%s%s", code, out, errOut)
+	}
+	if res.OK < 1 || res.Requests != res.OK || res.Rate != 0 || res.Seconds < 0.2 || res.Concurrency != 2 {
+		t.Errorf("bench -c 2 --duration 200ms: %+v", res)
+	}
+
+	code, out, errOut = run(t, nil, "bench", "--rate", "200", "-n", "10")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != ExitOK || len(lines) != 2 ||
+		!strings.HasSuffix(strings.TrimRight(lines[0], " "), "RATE  DELAYED") || !strings.HasSuffix(strings.TrimRight(lines[1], " "), "200   0") {
+		t.Errorf("bench --rate table: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// A daemon slower than the schedule does not slow it down unless every
+// client is busy: such requests are sent late, counted and reported, and
+// their latency counts from when they were due.
+func TestBenchRateFallsBehind(t *testing.T) {
+	t.Chdir(t.TempDir())
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(40 * time.Millisecond)
+		w.WriteHeader(http.StatusAccepted)
+		io.WriteString(w, `{"id":"x"}`)
+	}))
+	defer srv.Close()
+
+	var res BenchResult
+	// Four clients keep up with 50/s at 40ms each.
+	code, out, errOut := run(t, nil, "bench", "--url", srv.URL, "--rate", "50", "-n", "10", "-c", "4", "-o", "json")
+	if code != ExitOK || errOut != "" || json.Unmarshal([]byte(out), &res) != nil || res.Delayed != 0 || res.Latency.Max > 500 {
+		t.Errorf("-c 4: exit %d, %+v\n%s%s", code, res, out, errOut)
+	}
+	// One client cannot: each request waits for the one before.
+	res = BenchResult{}
+	code, out, errOut = run(t, nil, "bench", "--url", srv.URL, "--rate", "50", "-n", "10", "-c", "1", "-o", "json")
+	if code != ExitOK || json.Unmarshal([]byte(out), &res) != nil || res.Delayed == 0 || res.OK != 10 ||
+		res.Latency.Max < 200 || !strings.Contains(errOut, "were sent late, all 1 clients being busy") {
+		t.Errorf("-c 1: exit %d, %+v\n%s%s", code, res, out, errOut)
 	}
 }
