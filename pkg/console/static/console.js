@@ -1,0 +1,58 @@
+// secauto console: live updates, nothing else. Pages work without it.
+// The jobs list refreshes its rows while some job on it is live; a live
+// job's page follows the job's events (GET /ui/jobs/{id}/events) and
+// redraws its sections from the server-rendered page.
+(function () {
+  "use strict";
+
+  // swap replaces each element of ids with the one of the same id in a
+  // freshly fetched copy of this page, unless it holds the keyboard focus.
+  function swap(html, ids) {
+    var doc = new DOMParser().parseFromString(html, "text/html");
+    ids.forEach(function (id) {
+      var cur = document.getElementById(id);
+      var next = doc.getElementById(id);
+      if (!cur || !next || cur.contains(document.activeElement)) {
+        return;
+      }
+      cur.replaceWith(document.importNode(next, true));
+    });
+    return doc;
+  }
+
+  function reload(ids) {
+    return fetch(location.href, { credentials: "same-origin" }).then(function (r) {
+      return r.ok ? r.text() : null;
+    }).then(function (t) {
+      return t ? swap(t, ids) : null;
+    });
+  }
+
+  var table = document.querySelector("table[data-refresh]");
+  if (table) {
+    var every = (parseInt(table.getAttribute("data-refresh"), 10) || 5) * 1000;
+    setInterval(function () {
+      if (!document.hidden) {
+        reload(["jobs-body"]);
+      }
+    }, every);
+  }
+
+  var live = document.querySelector("[data-events]");
+  if (live && window.EventSource) {
+    var ids = Array.prototype.map.call(document.querySelectorAll("[data-live]"), function (e) { return e.id; });
+    var es = new EventSource(live.getAttribute("data-events"));
+    var busy = false, again = false;
+    var refresh = function () {
+      if (busy) { again = true; return; }
+      busy = true;
+      reload(ids).then(function () {
+        busy = false;
+        if (again) { again = false; refresh(); }
+      }, function () { busy = false; });
+    };
+    ["step", "status", "resync"].forEach(function (ev) { es.addEventListener(ev, refresh); });
+    es.addEventListener("end", function () { es.close(); refresh(); });
+    es.addEventListener("gone", function () { es.close(); refresh(); });
+  }
+})();
