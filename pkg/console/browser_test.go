@@ -65,8 +65,12 @@ func daemon(t *testing.T, dir string) string {
 			Workers:         2,
 			AuthTokens:      []string{testToken},
 			ShutdownTimeout: 2 * time.Second,
-			Console:         console.Mount(console.Options{}),
-			Ready:           func(addr string) { ready <- addr },
+			Maintenance: server.Maintenance{
+				Retention: 30 * 24 * time.Hour, CleanupInterval: 24 * time.Hour,
+				BackupEnabled: true, BackupInterval: 24 * time.Hour, BackupKeep: 10,
+			},
+			Console: console.Mount(console.Options{}),
+			Ready:   func(addr string) { ready <- addr },
 		})
 	}()
 	t.Cleanup(func() {
@@ -166,10 +170,10 @@ func TestBrowser(t *testing.T) {
 	// Job data is attacker-influenced: markup in the context and in a
 	// step's output must be shown as text, and no script of it may run.
 	failedID := submitAPI(t, base, `{"playbook":[
-	 {"name":"enrich","action":"log","params":{"message":"<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">"}},
+	 {"name":"enrich","action":"log","params":{"message":"<script>window.__injected=1</script><img src=x onerror=\"window.__injected=2\">"}},
 	 {"name":"wait","action":"sleep","params":{"duration":"1500ms"}},
 	 {"name":"block-ip","action":"http","params":{"method":"POST","url":"`+flaky.URL+`/block"}}],
-	 "context":{"ip":"203.0.113.7","api_token":"tok-SECRET-1234","note":"<b onmouseover=\"window.__pwned=3\">hi</b><script>window.__pwned=4</script>"}}`)
+	 "context":{"ip":"203.0.113.7","api_token":"tok-SECRET-1234","note":"<b onmouseover=\"window.__injected=3\">hi</b><script>window.__injected=4</script>"}}`)
 	waitAPI(t, base, failedID, job.Failed)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -284,13 +288,13 @@ func TestBrowser(t *testing.T) {
 		chromedp.WaitVisible(css(`#job-steps`)),
 		shot("job-failed"),
 	)
-	if eval(`window.__pwned === undefined`) != true {
+	if eval(`window.__injected === undefined`) != true {
 		t.Error("a script from the job's data ran")
 	}
-	if ctxText := text(`#job-context pre`); !strings.Contains(ctxText, `<b onmouseover=\"window.__pwned=3\">hi</b>`) || strings.Contains(ctxText, "tok-SECRET") || !strings.Contains(ctxText, console.Masked) {
+	if ctxText := text(`#job-context pre`); !strings.Contains(ctxText, `<b onmouseover=\"window.__injected=3\">hi</b>`) || strings.Contains(ctxText, "tok-SECRET") || !strings.Contains(ctxText, console.Masked) {
 		t.Errorf("context shown as:\n%s", ctxText)
 	}
-	if out := text(`#job-steps li:first-child pre`); !strings.Contains(out, "<script>window.__pwned=1</script>") {
+	if out := text(`#job-steps li:first-child pre`); !strings.Contains(out, "<script>window.__injected=1</script>") {
 		t.Errorf("output shown as:\n%s", out)
 	}
 
@@ -314,17 +318,17 @@ func TestBrowser(t *testing.T) {
 		t.Error("the page reloaded instead of updating live")
 	}
 
-	do("overview",
-		chromedp.Click(css(`nav a[href="/ui/"]`)),
-		chromedp.WaitVisible(css(`svg[role="img"]`)),
-		shot("overview"),
-	)
 	do("backups",
 		chromedp.Click(css(`nav a[href="/ui/backups"]`)),
 		chromedp.WaitVisible(css(`main form button[type="submit"]`)),
 		chromedp.Click(css(`main form button[type="submit"]`)),
 		chromedp.WaitVisible(css(`.flash`)),
 		shot("backups"),
+	)
+	do("overview",
+		chromedp.Click(css(`nav a[href="/ui/"]`)),
+		chromedp.WaitVisible(css(`svg[role="img"]`)),
+		shot("overview"),
 	)
 	mu.Lock()
 	for _, p := range problems {
