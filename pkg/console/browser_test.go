@@ -282,6 +282,14 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("failed jobs listed: %v, want 3 with %s first", ids, failedID)
 	}
 
+	// The list shows a job that fails meanwhile, without a reload.
+	eval(`window.__marker = 7`)
+	late := submitAPI(t, base, failPlaybook)
+	do("see a new job arrive", chromedp.WaitVisible(css(`#jobs-body a[href="/ui/jobs/`+late+`"]`)))
+	if eval(`window.__marker`) != float64(7) {
+		t.Error("the jobs page reloaded instead of refreshing its list")
+	}
+
 	// Open the failed job: its markup is text, its secret masked.
 	do("open the failed job",
 		chromedp.Click(css(`#jobs-body a[href="/ui/jobs/`+failedID+`"]`)),

@@ -88,6 +88,9 @@ func (c *Console) handleJobs(w http.ResponseWriter, r *http.Request, s *session)
 		}
 	}
 	v.Filtered = len(selected) > 0 || v.Window != ""
+	// The first page refreshes for the jobs that arrive; a later one
+	// while a job on it may still change.
+	v.Refresh = v.Page == 1 || v.Live
 	v.First, v.Last = offset+1, offset+len(v.Jobs)
 	c.render(w, r, s, http.StatusOK, "jobs", v)
 }

@@ -117,9 +117,10 @@ type jobsView struct {
 	First, Last  int
 	Newer, Older string
 	Filtered     bool
-	// Live is set when a job shown may still change: the page then
-	// refreshes its rows.
+	// Live is set when a job shown may still change.
 	Live bool
+	// Refresh makes the page redraw its list every few seconds.
+	Refresh bool
 }
 
 type jobRow struct {

@@ -1,7 +1,8 @@
 // secauto console: live updates, nothing else. Pages work without it.
-// The jobs list refreshes its rows while some job on it is live; a live
-// job's page follows the job's events (GET /ui/jobs/{id}/events) and
-// redraws its sections from the server-rendered page.
+// The jobs list redraws itself every few seconds (its first page, or a
+// page with a live job on it); a live job's page follows the job's events
+// (GET /ui/jobs/{id}/events) and redraws its sections from the
+// server-rendered page.
 (function () {
   "use strict";
 
@@ -28,12 +29,12 @@
     });
   }
 
-  var table = document.querySelector("table[data-refresh]");
-  if (table) {
-    var every = (parseInt(table.getAttribute("data-refresh"), 10) || 5) * 1000;
+  var list = document.querySelector("#jobs-list[data-refresh]");
+  if (list) {
+    var every = (parseInt(list.getAttribute("data-refresh"), 10) || 5) * 1000;
     setInterval(function () {
       if (!document.hidden) {
-        reload(["jobs-body"]);
+        reload(["jobs-list"]);
       }
     }, every);
   }
