@@ -187,7 +187,7 @@ func (c *Console) handleJobAction(w http.ResponseWriter, r *http.Request, s *ses
 		s.setFlash("Job " + j.ID + " was cancelled.")
 		http.Redirect(w, r, "/ui/jobs/"+url.PathEscape(j.ID), http.StatusSeeOther)
 	case "rerun":
-		nj, err := c.srv.RerunJobNow(id)
+		nj, err := c.srv.Rerun(id)
 		if err != nil {
 			c.fail(w, r, s, server.HTTPStatus(err), "The job was not rerun: "+err.Error())
 			return

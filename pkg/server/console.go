@@ -30,11 +30,7 @@ func (s *Server) AuthRequired() bool { return len(s.tokens) > 0 }
 // CheckToken reports whether tok is one of the configured tokens, compared
 // in constant time as the API compares bearer tokens.
 func (s *Server) CheckToken(tok string) bool {
-	if len(s.tokens) == 0 {
-		return false
-	}
-	r := &http.Request{Header: http.Header{"Authorization": {"Bearer " + tok}}}
-	return s.authorized(r)
+	return len(s.tokens) > 0 && s.tokenMatches(tok)
 }
 
 // CancelJob cancels a pending or running job as POST /job/{id}/cancel
@@ -56,9 +52,9 @@ func (s *Server) CancelJob(ctx context.Context, id string) (*job.Job, error) {
 	return j, nil
 }
 
-// RerunJobNow stores and queues a rerun of job id, as POST
-// /job/{id}/rerun does, and returns the new pending job.
-func (s *Server) RerunJobNow(id string) (*job.Job, error) {
+// Rerun stores and queues a rerun of job id, as POST /job/{id}/rerun
+// does, and returns the new pending job.
+func (s *Server) Rerun(id string) (*job.Job, error) {
 	nj, aerr := s.rerun(id)
 	if aerr != nil {
 		return nil, aerr

@@ -43,3 +43,18 @@ func TestEndingsCountsTheLastHour(t *testing.T) {
 		t.Errorf("newest minute after a late ending: %+v", got)
 	}
 }
+
+func TestCheckToken(t *testing.T) {
+	e := newEnv(t, Options{AuthTokens: []string{"first-token-0123456789", "second-token-0123456789"}})
+	for tok, want := range map[string]bool{
+		"first-token-0123456789": true, " second-token-0123456789 ": true,
+		"first-token-012345678": false, "": false, "Bearer first-token-0123456789": false,
+	} {
+		if got := e.srv.CheckToken(tok); got != want {
+			t.Errorf("CheckToken(%q) = %v, want %v", tok, got, want)
+		}
+	}
+	if open := newEnv(t, Options{}); open.srv.CheckToken("") || open.srv.AuthRequired() {
+		t.Error("with no tokens, no token checks and none is required")
+	}
+}
