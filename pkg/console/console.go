@@ -112,5 +112,5 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // ContentSecurityPolicy is the policy of every console answer: scripts,
 // styles and everything else only from the console itself, none inline,
 // no framing.
-const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; " +
 	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"

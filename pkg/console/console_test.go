@@ -605,3 +605,17 @@ func TestTemplatesHaveNoInlineScriptOrStyle(t *testing.T) {
 		}
 	}
 }
+
+func TestLongOutputIsClipped(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	long := strings.Repeat("é", 50_000) // 100,000 bytes
+	id := e.submit(`{"playbook":[{"name":"big","action":"log","params":{"message":"` + long + `"}}]}`)
+	e.wait(id, job.Completed)
+	a := e.get("/ui/jobs/" + id)
+	if !strings.Contains(a.body, "The output is longer than shown") || strings.Contains(a.body, long) {
+		t.Errorf("a 100 KB output is not clipped (page of %d bytes)", len(a.body))
+	}
+	if len(a.body) > 80<<10 {
+		t.Errorf("page of %d bytes", len(a.body))
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/server"
@@ -154,13 +155,15 @@ func jobDuration(j *job.Job, now time.Time) string {
 
 type jobView struct {
 	jobRow
-	Job      *job.Job
-	Live     bool
-	Reveal   bool
-	Masked   int
-	Context  string
-	Timeline []stepView
-	Reruns   []string
+	Job     *job.Job
+	Live    bool
+	Reveal  bool
+	Masked  int
+	Context string
+	// ContextCut is set when Context was clipped to maxShown.
+	ContextCut bool
+	Timeline   []stepView
+	Reruns     []string
 }
 
 type stepView struct {
@@ -171,12 +174,32 @@ type stepView struct {
 	Duration        string
 	Output, Error   string
 	ContinueOnError bool
+	// Cut is set when Output was clipped to maxShown.
+	Cut bool
+}
+
+// maxShown bounds the text of one output or context on a page; the whole
+// is in secauto jobs show ID -o json.
+const maxShown = 64 << 10
+
+// clip cuts s to maxShown bytes, at a character boundary, and reports
+// whether it did.
+func clip(s string) (string, bool) {
+	if len(s) <= maxShown {
+		return s, false
+	}
+	i := maxShown
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i], true
 }
 
 func newJobView(j *job.Job, reveal bool, now time.Time) jobView {
 	v := jobView{jobRow: newJobRow(j, now), Job: j, Live: !j.Status.Terminal(), Reveal: reveal, Reruns: j.Reruns}
 	ctx, n := maskValue(map[string]any(j.Context), reveal)
 	v.Context, v.Masked = prettyJSON(ctx), n
+	v.Context, v.ContextCut = clip(v.Context)
 	results := map[string]job.Result{}
 	for _, res := range j.Results {
 		results[res.Step] = res
@@ -200,6 +223,7 @@ func newJobView(j *job.Job, reveal bool, now time.Time) jobView {
 				} else {
 					sv.Output = prettyJSON(out)
 				}
+				sv.Output, sv.Cut = clip(sv.Output)
 			}
 		case j.Status == job.Running && i == len(j.Results):
 			sv.Status = "running"

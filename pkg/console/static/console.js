@@ -54,6 +54,7 @@
     };
     ["step", "status", "resync"].forEach(function (ev) { es.addEventListener(ev, refresh); });
     es.addEventListener("end", function () { es.close(); refresh(); });
-    es.addEventListener("gone", function () { es.close(); refresh(); });
+    // The job was deleted: the reloaded page says so.
+    es.addEventListener("gone", function () { es.close(); location.reload(); });
   }
 })();
