@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -617,5 +618,42 @@ func TestLongOutputIsClipped(t *testing.T) {
 	}
 	if len(a.body) > 80<<10 {
 		t.Errorf("page of %d bytes", len(a.body))
+	}
+}
+
+func TestCookieSecureAndSessionExpiry(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e := newEnv(t, envOptions{tokens: []string{testToken}, console: console.Options{Secure: true, SessionTTL: time.Hour, Now: clock}})
+	a := e.signIn(testToken)
+	if !strings.Contains(a.h.Get("Set-Cookie"), "; Secure") {
+		t.Errorf("with TLS the cookie is not Secure: %q", a.h.Get("Set-Cookie"))
+	}
+	// The jar keeps Secure cookies from plain http; send it by hand.
+	res := &http.Response{Header: a.h}
+	ck := res.Cookies()[0]
+	page := func() int {
+		req, _ := http.NewRequest("GET", e.ts.URL+"/ui/", nil)
+		req.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
+		return e.send(e.newClient(), req).code
+	}
+	if code := page(); code != 200 {
+		t.Fatalf("signed in: %d", code)
+	}
+	mu.Lock()
+	now = now.Add(time.Hour + time.Second)
+	mu.Unlock()
+	if code := page(); code != http.StatusSeeOther {
+		t.Errorf("after the session's hour: %d", code)
+	}
+
+	// Behind a proxy that terminates TLS, the cookie is Secure too.
+	plain := newEnv(t, envOptions{tokens: []string{testToken}})
+	req, _ := http.NewRequest("POST", plain.ts.URL+"/ui/signin", strings.NewReader(url.Values{"token": {testToken}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Forwarded-Proto", "https")
+	if a := plain.send(plain.newClient(), req); !strings.Contains(a.h.Get("Set-Cookie"), "; Secure") {
+		t.Errorf("behind a TLS proxy the cookie is not Secure: %q", a.h.Get("Set-Cookie"))
 	}
 }
