@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,6 +49,7 @@ func TestScripts(t *testing.T) {
 			"appendbytes": cmdAppendBytes,
 			"waitserve":   cmdWaitServe,
 			"jsonfield":   cmdJSONField,
+			"httpget":     cmdHTTPGet,
 		},
 	})
 }
@@ -188,4 +191,31 @@ func cmdJSONField(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("stdout has no string %q", args[1])
 	}
 	ts.Setenv(args[0], v)
+}
+
+// httpget DIR PATH sends GET PATH to the daemon serving data directory DIR,
+// without following redirects, and prints the status, the headers
+// Location, Content-Security-Policy, X-Frame-Options and Set-Cookie (one
+// "Name: value" line each, when present) and the body.
+func cmdHTTPGet(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: httpget DIR PATH")
+	}
+	_, owner, err := store.Locked(ts.MkAbs(args[0]))
+	ts.Check(err)
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get("http://" + owner.Address + args[1])
+	ts.Check(err)
+	defer resp.Body.Close()
+	var out strings.Builder
+	fmt.Fprintf(&out, "%d\n", resp.StatusCode)
+	for _, h := range []string{"Location", "Content-Security-Policy", "X-Frame-Options", "Set-Cookie"} {
+		if v := resp.Header.Get(h); v != "" {
+			fmt.Fprintf(&out, "%s: %s\n", h, v)
+		}
+	}
+	b, err := io.ReadAll(resp.Body)
+	ts.Check(err)
+	out.Write(b)
+	ts.Stdout().Write([]byte(out.String()))
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/secauto/secauto/pkg/config"
+	"github.com/secauto/secauto/pkg/console"
 	"github.com/secauto/secauto/pkg/playbook"
 	"github.com/secauto/secauto/pkg/server"
 	"github.com/secauto/secauto/pkg/store"
@@ -145,6 +146,7 @@ func serveOptions(opts *ServeOptions, cfg *config.Config, dir string) (server.Op
 		return so, &configError{err}
 	}
 	so.TLS = tc
+	so.Console = console.Mount(console.Options{Secure: tc != nil})
 	pc, err := httpPolicy(cfg)
 	if err != nil {
 		return so, &configError{err}

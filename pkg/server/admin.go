@@ -218,22 +218,8 @@ func (s *Server) handleAdminBackup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.code, aerr.msg)
 		return
 	}
-	bo := s.backups.options()
-	if req.Compress != nil {
-		bo.Compress = *req.Compress
-	}
-	var (
-		res *store.BackupResult
-		run runResult
-	)
-	// Through the maintainer, so it cannot collide with a scheduled backup
-	// and moves the schedule on as one would.
-	s.keeper.do(s.backups, "admin", func(time.Time) runResult {
-		res, run = s.backups.backup(bo)
-		return run
-	})
-	if run.err != nil {
-		aerr := s.adminFailure("cannot write backup", run.err)
+	res, aerr := s.backup(req.Compress, "admin")
+	if aerr != nil {
 		writeError(w, aerr.code, aerr.msg)
 		return
 	}
@@ -247,6 +233,29 @@ func (s *Server) handleAdminBackup(w http.ResponseWriter, r *http.Request) {
 		out.Removed = nil
 	}
 	writeJSON(w, http.StatusCreated, out)
+}
+
+// backup writes a backup now, compressed as configured unless compress
+// says otherwise, for trigger (the webhook event and log name it).
+func (s *Server) backup(compress *bool, trigger string) (*store.BackupResult, *apiError) {
+	bo := s.backups.options()
+	if compress != nil {
+		bo.Compress = *compress
+	}
+	var (
+		res *store.BackupResult
+		run runResult
+	)
+	// Through the maintainer, so it cannot collide with a scheduled backup
+	// and moves the schedule on as one would.
+	s.keeper.do(s.backups, trigger, func(time.Time) runResult {
+		res, run = s.backups.backup(bo)
+		return run
+	})
+	if run.err != nil {
+		return nil, s.adminFailure("cannot write backup", run.err)
+	}
+	return res, nil
 }
 
 func (s *Server) handleAdminListBackups(w http.ResponseWriter, r *http.Request) {

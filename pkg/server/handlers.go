@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -261,7 +262,11 @@ func (s *Server) handleListJobs(w http.ResponseWriter, r *http.Request) {
 // lookup finds the job named by the {id} path value; a unique id prefix is
 // accepted, as the CLI accepts it.
 func (s *Server) lookup(r *http.Request) (*job.Job, *apiError) {
-	id := r.PathValue("id")
+	return s.lookupID(r.PathValue("id"))
+}
+
+// lookupID finds the job id names, or the job a unique prefix names.
+func (s *Server) lookupID(id string) (*job.Job, *apiError) {
 	j, err := s.st.Get(id)
 	switch {
 	case err == nil:
@@ -298,7 +303,7 @@ func (s *Server) handleCancelJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, (&conflictError{j}).Error()+"; only pending and running jobs can be cancelled")
 		return
 	}
-	j, aerr = s.cancel(r, j.ID)
+	j, aerr = s.cancel(r.Context(), j.ID)
 	if aerr != nil {
 		writeError(w, aerr.code, aerr.msg)
 		return
@@ -307,8 +312,8 @@ func (s *Server) handleCancelJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, j)
 }
 
-func (s *Server) cancel(r *http.Request, id string) (*job.Job, *apiError) {
-	j, err := s.cancelJob(r.Context(), id)
+func (s *Server) cancel(ctx context.Context, id string) (*job.Job, *apiError) {
+	j, err := s.cancelJob(ctx, id)
 	var ce *conflictError
 	switch {
 	case err == nil:
@@ -317,7 +322,7 @@ func (s *Server) cancel(r *http.Request, id string) (*job.Job, *apiError) {
 		return nil, &apiError{http.StatusConflict, err.Error() + "; only pending and running jobs can be cancelled"}
 	case errors.Is(err, store.ErrNotFound):
 		return nil, &apiError{http.StatusNotFound, fmt.Sprintf("job %s not found", id)}
-	case r.Context().Err() != nil:
+	case ctx.Err() != nil:
 		return nil, &apiError{http.StatusServiceUnavailable, "request ended before the job stopped"}
 	}
 	return nil, s.storeError("cancel the job", err)
@@ -325,35 +330,40 @@ func (s *Server) cancel(r *http.Request, id string) (*job.Job, *apiError) {
 
 // handleDeleteJob cancels a live job, then deletes it durably.
 func (s *Server) handleDeleteJob(w http.ResponseWriter, r *http.Request) {
-	j, aerr := s.lookup(r)
+	if aerr := s.deleteJob(r.Context(), r.PathValue("id")); aerr != nil {
+		writeError(w, aerr.code, aerr.msg)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// deleteJob cancels the job id names if it is live, then deletes it
+// durably.
+func (s *Server) deleteJob(ctx context.Context, id string) *apiError {
+	j, aerr := s.lookupID(id)
 	if aerr != nil {
 		// A job encrypted with a key this daemon lacks (a lost key) can
 		// still be deleted: it cannot be running here, since no worker
 		// could read it.
 		var sealed *store.SealedError
-		if _, err := s.st.Get(r.PathValue("id")); !errors.As(err, &sealed) || sealed.JobID == "" {
-			writeError(w, aerr.code, aerr.msg)
-			return
+		if _, err := s.st.Get(id); !errors.As(err, &sealed) || sealed.JobID == "" {
+			return aerr
 		}
 		j = &job.Job{ID: sealed.JobID, Status: job.Cancelled}
 	}
 	if !j.Status.Terminal() {
-		if _, aerr := s.cancel(r, j.ID); aerr != nil && aerr.code != http.StatusConflict {
-			writeError(w, aerr.code, aerr.msg)
-			return
+		if _, aerr := s.cancel(ctx, j.ID); aerr != nil && aerr.code != http.StatusConflict {
+			return aerr
 		}
 	}
 	if err := s.st.Delete(j.ID); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("job %s not found", j.ID))
-			return
+			return &apiError{http.StatusNotFound, fmt.Sprintf("job %s not found", j.ID)}
 		}
-		aerr := s.storeError("delete the job", err)
-		writeError(w, aerr.code, aerr.msg)
-		return
+		return s.storeError("delete the job", err)
 	}
 	s.queue.remove(j.ID)
 	s.watch.deleted(j.ID)
 	s.log.Info("job deleted", "job_id", j.ID)
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

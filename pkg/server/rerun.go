@@ -40,12 +40,19 @@ func RerunJob(st *store.Store, id string) (*job.Job, error) {
 // handleRerunJob is POST /job/{id}/rerun: 202 like a submission, 404 for
 // an unknown id.
 func (s *Server) handleRerunJob(w http.ResponseWriter, r *http.Request) {
-	if s.draining.Load() {
-		aerr := errShuttingDown()
+	nj, aerr := s.rerun(r.PathValue("id"))
+	if aerr != nil {
 		writeError(w, aerr.code, aerr.msg)
 		return
 	}
-	id := r.PathValue("id")
+	writeJSON(w, http.StatusAccepted, SubmitResponse{JobID: nj.ID, Status: job.Pending, RerunOf: nj.RerunOf})
+}
+
+// rerun stores and queues a rerun of the job id names.
+func (s *Server) rerun(id string) (*job.Job, *apiError) {
+	if s.draining.Load() {
+		return nil, errShuttingDown()
+	}
 	nj, err := func() (*job.Job, error) {
 		defer s.keeper.admit()()
 		return RerunJob(s.st, id)
@@ -53,22 +60,17 @@ func (s *Server) handleRerunJob(w http.ResponseWriter, r *http.Request) {
 	var pe *RerunPlaybookError
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("job %s not found", id))
-		return
+		return nil, &apiError{http.StatusNotFound, fmt.Sprintf("job %s not found", id)}
 	case errors.Is(err, store.ErrAmbiguous):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("job id prefix %s matches more than one job; give more of the id", id))
-		return
+		return nil, badRequest("job id prefix %s matches more than one job; give more of the id", id)
 	case errors.As(err, &pe):
-		writeError(w, http.StatusBadRequest, pe.Error())
-		return
+		return nil, badRequest("%s", pe.Error())
 	case err != nil:
-		aerr := s.storeError("store the rerun", err)
-		writeError(w, aerr.code, aerr.msg)
-		return
+		return nil, s.storeError("store the rerun", err)
 	}
 	s.metrics.submitted.Inc()
 	s.queue.push(nj.ID)
 	s.watch.publishID(s.st, nj.RerunOf) // its reruns changed
 	s.log.Info("job rerun", "job_id", nj.ID, "rerun_of", nj.RerunOf)
-	writeJSON(w, http.StatusAccepted, SubmitResponse{JobID: nj.ID, Status: job.Pending, RerunOf: nj.RerunOf})
+	return nj, nil
 }

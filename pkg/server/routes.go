@@ -19,5 +19,8 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /metrics", s.authHandler(s.metrics.handler()))
 	s.adminRoutes(mux) // admin.go: what the CLI asks of a running daemon
 	s.webhookRoutes(mux)
+	if s.console != nil {
+		mux.Handle(ConsolePath, s.console(s)) // the mux redirects /ui there
+	}
 	return s.instrument(mux)
 }

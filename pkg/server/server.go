@@ -79,6 +79,10 @@ type Options struct {
 	Maintenance Maintenance
 	// Now is the clock; nil means time.Now. Tests use a fake one.
 	Now func() time.Time
+	// Console, when set, builds the web console from the server; its
+	// handler answers everything under ConsolePath (/ui/) and does its own
+	// authentication.
+	Console func(*Server) http.Handler
 
 	// syncMetrics is set by Run, which must create it before the store.
 	syncMetrics *syncMetrics
@@ -126,6 +130,10 @@ type Server struct {
 	started time.Time
 	handler http.Handler
 	metrics *metrics
+	// console is Options.Console.
+	console func(*Server) http.Handler
+	// ended counts job endings of the last hour (Throughput).
+	ended endings
 	// jobs is where job changes are written: st, but for tests.
 	jobs jobWriter
 	// queue holds the pending jobs and the claims of the running ones.
@@ -184,6 +192,7 @@ func New(st *store.Store, o Options) (*Server, error) {
 		stopped:   make(chan struct{}),
 		hooksDone: make(chan struct{}),
 		waiters:   make(map[string][]chan *job.Job),
+		console:   o.Console,
 	}
 	if o.wrapJobs != nil {
 		s.jobs = o.wrapJobs(st)
@@ -218,6 +227,7 @@ func New(st *store.Store, o Options) (*Server, error) {
 		Now:        o.Now,
 		OnDelivery: s.metrics.webhookDelivery,
 	}
+	s.ended.seed(st, o.Now())
 	s.handler = s.routes()
 
 	pending, err := st.List(store.Filter{Statuses: []job.Status{job.Pending}, Oldest: true})

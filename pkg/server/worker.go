@@ -229,6 +229,7 @@ func outcome(ctx context.Context, runErr error) (job.Status, string) {
 // the dispatcher.
 func (s *Server) finished(j *job.Job) {
 	s.metrics.jobFinished(j)
+	s.ended.add(j)
 	s.mu.Lock()
 	ws := s.waiters[j.ID]
 	delete(s.waiters, j.ID)
