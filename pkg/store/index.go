@@ -1,6 +1,7 @@
 package store
 
 import (
+	"container/heap"
 	"fmt"
 	"maps"
 	"slices"
@@ -191,29 +192,68 @@ func (x *index) list(f Filter) []keyed {
 	if !f.Since.IsZero() {
 		since = f.Since.UnixNano()
 	}
-	x.mu.Lock()
-	items := make([]keyed, 0, min(len(x.jobs), 1024))
-	for id, e := range x.jobs {
-		if (len(f.Statuses) > 0 && !slices.Contains(f.Statuses, e.status)) || (since != 0 && e.created < since) {
-			continue
-		}
-		items = append(items, keyed{id, e})
-	}
-	x.mu.Unlock()
-	slices.SortFunc(items, func(a, b keyed) int {
+	// before reports whether a is listed before b.
+	before := func(a, b keyed) bool {
 		c := cmpInt(a.e.created, b.e.created)
 		if c == 0 {
 			c = strings.Compare(a.id, b.id)
 		}
 		if f.Oldest {
-			return c
+			return c < 0
 		}
-		return -c
-	})
-	if f.Limit > 0 && len(items) > f.Limit {
-		items = items[:f.Limit]
+		return c > 0
 	}
+	// With a limit only the first Limit jobs are kept while scanning, in a
+	// heap whose root is the last of them: a page of a large store costs
+	// one pass over it, not a sort of all of it.
+	worst := &pageHeap{before: before}
+	var items []keyed
+	x.mu.Lock()
+	for id, e := range x.jobs {
+		if (len(f.Statuses) > 0 && !slices.Contains(f.Statuses, e.status)) || (since != 0 && e.created < since) {
+			continue
+		}
+		k := keyed{id, e}
+		switch {
+		case f.Limit <= 0:
+			items = append(items, k)
+		case len(worst.items) < f.Limit:
+			heap.Push(worst, k)
+		case before(k, worst.items[0]):
+			worst.items[0] = k
+			heap.Fix(worst, 0)
+		}
+	}
+	x.mu.Unlock()
+	if f.Limit > 0 {
+		items = worst.items
+	}
+	slices.SortFunc(items, func(a, b keyed) int {
+		switch {
+		case a.id == b.id:
+			return 0
+		case before(a, b):
+			return -1
+		}
+		return 1
+	})
 	return items
+}
+
+// pageHeap keeps the jobs of a page with the one listed last at the root.
+type pageHeap struct {
+	items  []keyed
+	before func(a, b keyed) bool
+}
+
+func (h *pageHeap) Len() int           { return len(h.items) }
+func (h *pageHeap) Less(i, j int) bool { return h.before(h.items[j], h.items[i]) }
+func (h *pageHeap) Swap(i, j int)      { h.items[i], h.items[j] = h.items[j], h.items[i] }
+func (h *pageHeap) Push(v any)         { h.items = append(h.items, v.(keyed)) }
+func (h *pageHeap) Pop() any {
+	v := h.items[len(h.items)-1]
+	h.items = h.items[:len(h.items)-1]
+	return v
 }
 
 // recordsWithPrefix returns the durable records whose keys start with
