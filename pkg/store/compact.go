@@ -10,12 +10,13 @@ import (
 // anything changed: that costs at most smallSnapshot bytes an interval. A
 // larger one is rewritten only once the journal has grown to journalShare
 // of it, as Redis rewrites its append-only file once it has grown by
-// auto-aof-rewrite-percentage: each byte journaled then costs at most
-// 1/journalShare bytes of rewrite however large the history, and replay at
-// open reads at most journalShare of jobs.json's size again.
+// auto-aof-rewrite-percentage (100 by default, as here): each byte
+// journaled then costs at most 1/journalShare bytes of rewrite however
+// large the history, and replay after a crash reads at most journalShare
+// of jobs.json's size again.
 const (
 	smallSnapshot = 64 << 20
-	journalShare  = 0.5
+	journalShare  = 1.0
 )
 
 // compactor decides when the journal is folded into jobs.json and keeps the

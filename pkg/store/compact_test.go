@@ -18,13 +18,13 @@ func TestCompactionIsDueByShareOfALargeSnapshot(t *testing.T) {
 	for _, tc := range []struct {
 		journal int64
 		due     bool
-	}{{1, false}, {256 << 20, false}, {512<<20 - 1, false}, {512 << 20, true}, {2 << 30, true}} {
+	}{{1, false}, {512 << 20, false}, {1<<30 - 1, false}, {1 << 30, true}, {2 << 30, true}} {
 		if got := c.due(tc.journal); got != tc.due {
 			t.Errorf("journal %d beside a 1 GiB snapshot: due %v, want %v", tc.journal, got, tc.due)
 		}
 	}
 	// The limit only brings a due compaction forward.
-	if c.overgrown(100<<20, 64<<20) || !c.overgrown(600<<20, 64<<20) {
+	if c.overgrown(100<<20, 64<<20) || !c.overgrown(1100<<20, 64<<20) {
 		t.Error("overgrown ignores the share of a large snapshot")
 	}
 	c.wrote(1<<20, time.Now())
@@ -58,10 +58,10 @@ func TestLargeSnapshotIsRewrittenOnceTheJournalHasGrown(t *testing.T) {
 
 	// Position counts bytes ever journaled, so a snapshot's cut does not
 	// hide how far the journal had grown when it came.
-	start, half := s.w.Position()-s.w.Size(), snapBytes/2
+	start, share := s.w.Position()-s.w.Size(), int64(journalShare*float64(snapBytes))
 	grown := func() int64 { return s.w.Position() - start }
 	created := 40
-	for grown() < half {
+	for grown() < share {
 		// grown only rises: a snapshot already here came before the share.
 		select {
 		case n := <-snaps:
@@ -73,7 +73,7 @@ func TestLargeSnapshotIsRewrittenOnceTheJournalHasGrown(t *testing.T) {
 	}
 	select {
 	case n := <-snaps:
-		if n < 40 || grown() < half {
+		if n < 40 || grown() < share {
 			t.Fatalf("snapshot of %d jobs after %d bytes journaled beside a jobs.json of %d", n, grown(), snapBytes)
 		}
 	case <-time.After(10 * time.Second):
