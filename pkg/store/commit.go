@@ -96,19 +96,19 @@ func encodeSealed(j *job.Job, kr *seal.Keyring, prev *entry, maxBytes int) (*ent
 		return nil, fmt.Errorf("job %s: %w", j.ID, err)
 	}
 	var cache *sealCache
-	if prev != nil && prev.keyID == kr.Primary() {
-		cache = prev.seals
+	if prev != nil && prev.sealKey() == kr.Primary() {
+		cache = prev.sealCache()
 	}
 	raw, seals, err := sealJob(j, kr, cache, maxBytes)
 	if err != nil {
 		return nil, fmt.Errorf("job %s: %w", j.ID, err)
 	}
 	e := newEntry(raw, j.Status, j.CreatedAt, j.CompletedAt)
-	e.keyID = kr.Primary()
+	e.extra().keyID = kr.Primary()
 	if j.Status == job.Running {
 		// Kept for running jobs only, as Update keeps live: they are the
 		// ones updated again soon.
-		e.seals = seals
+		e.extra().seals = seals
 	}
 	return e, nil
 }
@@ -183,8 +183,8 @@ var errRetry = errors.New("retry")
 
 func (s *Store) prepareUpdate(id string, base *entry, fn func(*job.Job) error) (*entry, *job.Job, error) {
 	var j *job.Job
-	if base.live != nil {
-		j = base.live.Clone()
+	if live := base.liveJob(); live != nil {
+		j = live.Clone()
 	} else {
 		var err error
 		if j, err = s.readJob(base); err != nil {
@@ -201,7 +201,7 @@ func (s *Store) prepareUpdate(id string, base *entry, fn func(*job.Job) error) (
 	if err == nil && j.Status == job.Running {
 		// Only running jobs: they are few (one per worker) and are the
 		// ones updated again soon.
-		e.live = j.Clone()
+		e.extra().live = j.Clone()
 	}
 	return e, j, err
 }

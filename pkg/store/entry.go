@@ -18,6 +18,13 @@ type entry struct {
 	status    job.Status
 	created   int64 // unix nanoseconds
 	completed int64 // unix nanoseconds; 0 when unset
+	// more is nil for a plain job that is not running, which is most of a
+	// large store: an entry then takes 64 bytes.
+	more *entryMore
+}
+
+// entryMore is what only running and sealed jobs need.
+type entryMore struct {
 	// live is the decoded job of a running entry written by Update, kept
 	// so the job's next updates (its step results and its end) copy it
 	// instead of decoding raw again. It is never modified.
@@ -26,6 +33,35 @@ type entry struct {
 	// plain job); seals, for a live entry, its sealed fields to reuse.
 	keyID string
 	seals *sealCache
+}
+
+func (e *entry) extra() *entryMore {
+	if e.more == nil {
+		e.more = &entryMore{}
+	}
+	return e.more
+}
+
+// The accessors of more's fields; each is the zero value when more is nil.
+func (e *entry) liveJob() *job.Job {
+	if e.more == nil {
+		return nil
+	}
+	return e.more.live
+}
+
+func (e *entry) sealKey() string {
+	if e.more == nil {
+		return ""
+	}
+	return e.more.keyID
+}
+
+func (e *entry) sealCache() *sealCache {
+	if e.more == nil {
+		return nil
+	}
+	return e.more.seals
 }
 
 type keyed struct {
@@ -70,7 +106,9 @@ func decodeEntry(raw []byte, strict bool) (string, *entry, error) {
 		raw = buf.Bytes()
 	}
 	e := newEntry(raw, m.Status, m.CreatedAt, m.CompletedAt)
-	e.keyID = m.SealedKey
+	if m.SealedKey != "" {
+		e.extra().keyID = m.SealedKey
+	}
 	return m.ID, e, nil
 }
 

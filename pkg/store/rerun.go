@@ -57,7 +57,7 @@ func (s *Store) Rerun(id string, next func(orig *job.Job) (*job.Job, error)) (*j
 			return nil, err
 		}
 		if linked.Status == job.Running {
-			oe.live = linked.Clone()
+			oe.extra().live = linked.Clone()
 		}
 
 		changes := []*change{{id: id, e: oe}, {id: nj.ID, e: ne}}
@@ -88,8 +88,8 @@ func (s *Store) Rerun(id string, next func(orig *job.Job) (*job.Job, error)) (*j
 // decodeBase decodes the job of an index entry, as Update does, opening
 // its sealed fields.
 func (s *Store) decodeBase(e *entry) (*job.Job, error) {
-	if e.live != nil {
-		return e.live.Clone(), nil
+	if live := e.liveJob(); live != nil {
+		return live.Clone(), nil
 	}
 	return s.readJob(e)
 }

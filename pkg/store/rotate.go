@@ -53,7 +53,7 @@ func (s *Store) RotateKeys(o RotateOptions) (*RotateResult, error) {
 	var todo []string
 	s.idx.mu.Lock()
 	for id, e := range s.idx.jobs {
-		if e.keyID != primary {
+		if e.sealKey() != primary {
 			todo = append(todo, id)
 		}
 	}
@@ -99,7 +99,7 @@ func (s *Store) rotateBatch(ids []string, primary string) (int, error) {
 		bases := make(map[string]*entry, len(ids))
 		s.idx.mu.Lock()
 		for _, id := range ids {
-			if e, ok := s.idx.lookupLocked(id); ok && e.keyID != primary {
+			if e, ok := s.idx.lookupLocked(id); ok && e.sealKey() != primary {
 				bases[id] = e
 			}
 		}

@@ -201,10 +201,10 @@ func unsealJob(j *job.Job, keyID string, kr *seal.Keyring) error {
 // readJob decodes the job of an index entry, opening its sealed fields.
 func (s *Store) readJob(e *entry) (*job.Job, error) {
 	j, err := loadJob(e.raw)
-	if err != nil || e.keyID == "" {
+	if err != nil || e.sealKey() == "" {
 		return j, err
 	}
-	if err := unsealJob(j, e.keyID, s.opts.Keyring); err != nil {
+	if err := unsealJob(j, e.sealKey(), s.opts.Keyring); err != nil {
 		return nil, err
 	}
 	return j, nil
@@ -258,7 +258,7 @@ func openRecord(kr *seal.Keyring, key string, v []byte) ([]byte, error) {
 func keyIDsOf(items []keyed) []string {
 	var ids []string
 	for _, it := range items {
-		if k := it.e.keyID; k != "" && !slices.Contains(ids, k) {
+		if k := it.e.sealKey(); k != "" && !slices.Contains(ids, k) {
 			ids = append(ids, k)
 		}
 	}
@@ -269,7 +269,7 @@ func keyIDsOf(items []keyed) []string {
 func keyIDsOfMap(jobs map[string]*entry) []string {
 	var ids []string
 	for _, e := range jobs {
-		if k := e.keyID; k != "" && !slices.Contains(ids, k) {
+		if k := e.sealKey(); k != "" && !slices.Contains(ids, k) {
 			ids = append(ids, k)
 		}
 	}
@@ -282,14 +282,14 @@ func keyIDsOfMap(jobs map[string]*entry) []string {
 func (s *Store) noteSealed() {
 	kr := s.opts.Keyring
 	for _, e := range s.idx.jobs {
-		if e.keyID == "" {
+		if e.sealKey() == "" {
 			continue
 		}
 		s.report.SealedJobs++
-		if kr == nil || !kr.Has(e.keyID) {
+		if kr == nil || !kr.Has(e.sealKey()) {
 			s.report.UnreadableJobs++
-			if !slices.Contains(s.report.MissingKeyIDs, e.keyID) {
-				s.report.MissingKeyIDs = append(s.report.MissingKeyIDs, e.keyID)
+			if !slices.Contains(s.report.MissingKeyIDs, e.sealKey()) {
+				s.report.MissingKeyIDs = append(s.report.MissingKeyIDs, e.sealKey())
 			}
 		}
 	}

@@ -402,13 +402,13 @@ func TestUpdatesReuseUnchangedSeals(t *testing.T) {
 		j.Results = append(j.Results, job.Result{Step: "x", Action: "log", Status: job.StepOK, Output: "one", StartedAt: time.Now()})
 		return nil
 	})
-	first := s.idx.jobs[j.ID].seals
+	first := s.idx.jobs[j.ID].sealCache()
 	s.Update(j.ID, func(j *job.Job) error {
 		j.Results = append(j.Results, job.Result{Step: "y", Action: "log", Status: job.StepOK, Output: "two", StartedAt: time.Now()})
 		j.Context["b"] = "2"
 		return nil
 	})
-	second := s.idx.jobs[j.ID].seals
+	second := s.idx.jobs[j.ID].sealCache()
 	if first.sub.env != second.sub.env || first.outs[0].env != second.outs[0].env {
 		t.Fatal("unchanged fields were sealed again")
 	}
@@ -422,7 +422,7 @@ func TestUpdatesReuseUnchangedSeals(t *testing.T) {
 	if _, err := s.Update(j.ID, func(j *job.Job) error { return j.Finish(job.Completed, "", time.Now()) }); err != nil {
 		t.Fatal(err)
 	}
-	if s.idx.jobs[j.ID].seals != nil {
+	if s.idx.jobs[j.ID].sealCache() != nil {
 		t.Fatal("a finished job keeps its plaintext cache")
 	}
 }

@@ -210,8 +210,8 @@ func checkJobs(file string, items []keyed, kr *seal.Keyring) []Problem {
 	forEachParallel(len(items), func(i int) {
 		e := items[i].e
 		j, err := decodeJob(e.raw)
-		if err == nil && e.keyID != "" && kr != nil && kr.Has(e.keyID) {
-			err = unsealJob(j, e.keyID, kr)
+		if err == nil && e.sealKey() != "" && kr != nil && kr.Has(e.sealKey()) {
+			err = unsealJob(j, e.sealKey(), kr)
 		}
 		errs[i] = err
 	})
@@ -223,7 +223,7 @@ func checkJobs(file string, items []keyed, kr *seal.Keyring) []Problem {
 	}
 	missing := map[string]int{}
 	for _, it := range items {
-		if k := it.e.keyID; k != "" && (kr == nil || !kr.Has(k)) {
+		if k := it.e.sealKey(); k != "" && (kr == nil || !kr.Has(k)) {
 			missing[k]++
 		}
 	}
