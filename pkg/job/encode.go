@@ -260,10 +260,26 @@ func appendFloat(b []byte, f float64) ([]byte, error) {
 const hexDigits = "0123456789abcdef"
 
 // appendString quotes s as encoding/json does, HTML-safe.
+// plainASCII marks the bytes appendString copies as they are.
+var plainASCII = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Most bytes need no escaping; pass over them in a tight loop
+		// (sealed values are kilobytes of base64).
+		for i < len(s) && plainASCII[s[i]] {
+			i++
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
