@@ -248,13 +248,8 @@ duration, output and error. A unique prefix of the id is enough.
   secauto jobs show 0198a2c4-7d1e-7b2a-9c4f-1a2b3c4d5e6f
   secauto jobs show 0198a2
   secauto jobs show 0198a2 -o json | jq .context`),
-		Args: exactArgs(1, "job ID"),
-		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-			if len(args) > 0 {
-				return nil, cobra.ShellCompDirectiveNoFileComp
-			}
-			return completeJobIDs(f, toComplete), cobra.ShellCompDirectiveNoFileComp
-		},
+		Args:              exactArgs(1, "job ID"),
+		ValidArgsFunction: jobIDArgs(f, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.ID = args[0]
 			if runF != nil {
@@ -269,6 +264,17 @@ duration, output and error. A unique prefix of the id is enough.
 
 // completeJobIDs offers the ids of stored jobs, newest first, with their
 // status as the description.
+// jobIDArgs completes job ids for a command's arguments: the first max of
+// them, or every one when max is 0.
+func jobIDArgs(f *Factory, max int) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		if max > 0 && len(args) >= max {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return completeJobIDs(f, toComplete), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
 func completeJobIDs(f *Factory, prefix string) []string {
 	admin, err := f.OpenAdmin("jobs", readOnly)
 	if err != nil {

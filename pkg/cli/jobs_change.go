@@ -48,9 +48,7 @@ stands. Printed: the cancelled jobs (an array of jobs with -o json).
 			}
 			return nil
 		},
-		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-			return completeJobIDs(f, toComplete), cobra.ShellCompDirectiveNoFileComp
-		},
+		ValidArgsFunction: jobIDArgs(f, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.IDs = args
 			if runF != nil {
@@ -159,9 +157,7 @@ is told to.
 
   # live jobs too, when they are named
   secauto jobs delete --status pending --older-than 2h -o json`),
-		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-			return completeJobIDs(f, toComplete), cobra.ShellCompDirectiveNoFileComp
-		},
+		ValidArgsFunction: jobIDArgs(f, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.IDs = args
 			if runF != nil {
@@ -291,13 +287,8 @@ next "secauto serve" runs it. --wait follows the new job to its end as
   secauto jobs rerun 0198a2c4
   secauto jobs rerun 0198a2c4 --wait
   secauto jobs rerun 0198a2c4 -o json | jq -r .job_id`),
-		Args: exactArgs(1, "job ID"),
-		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-			if len(args) > 0 {
-				return nil, cobra.ShellCompDirectiveNoFileComp
-			}
-			return completeJobIDs(f, toComplete), cobra.ShellCompDirectiveNoFileComp
-		},
+		Args:              exactArgs(1, "job ID"),
+		ValidArgsFunction: jobIDArgs(f, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.ID = args[0]
 			if runF != nil {
@@ -371,13 +362,8 @@ Ctrl+C stops watching, not the job.
 
   # in a script: wait for the end, then read the job
   secauto jobs watch 0198a2c4 -o json | jq .status`),
-		Args: exactArgs(1, "job ID"),
-		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-			if len(args) > 0 {
-				return nil, cobra.ShellCompDirectiveNoFileComp
-			}
-			return completeJobIDs(f, toComplete), cobra.ShellCompDirectiveNoFileComp
-		},
+		Args:              exactArgs(1, "job ID"),
+		ValidArgsFunction: jobIDArgs(f, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.ID = args[0]
 			if runF != nil {

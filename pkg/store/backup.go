@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -131,7 +132,7 @@ func (f *files) writeBackup(items []keyed, o BackupOptions, now time.Time) (*Bac
 	if err := f.fs.SyncDir(f.dir); err != nil {
 		return nil, fmt.Errorf("write backup %s: %w", path, err)
 	}
-	return &BackupResult{Path: path, Jobs: len(items), SHA256: hexsum, Size: cw.n, KeyIDs: keyIDsOf(items)}, nil
+	return &BackupResult{Path: path, Jobs: len(items), SHA256: hexsum, Size: cw.n, KeyIDs: keyIDsOf(entriesOf(items))}, nil
 }
 
 // freeBackupPath is the backup path for the first second at or after now
@@ -317,7 +318,7 @@ func listBackups(fsy fsys.FS, dir string) ([]BackupInfo, error) {
 		default:
 			info.Verified = true
 			info.Jobs = len(jobs)
-			info.KeyIDs = keyIDsOfMap(jobs)
+			info.KeyIDs = keyIDsOf(maps.Values(jobs))
 		}
 		out[i] = info
 	})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"strconv"
 	"strings"
@@ -254,11 +255,11 @@ func openRecord(kr *seal.Keyring, key string, v []byte) ([]byte, error) {
 	return pt, nil
 }
 
-// keyIDsOf lists the distinct keys that items are sealed with, sorted.
-func keyIDsOf(items []keyed) []string {
+// keyIDsOf lists the distinct keys that entries are sealed with, sorted.
+func keyIDsOf(entries iter.Seq[*entry]) []string {
 	var ids []string
-	for _, it := range items {
-		if k := it.e.sealKey(); k != "" && !slices.Contains(ids, k) {
+	for e := range entries {
+		if k := e.sealKey(); k != "" && !slices.Contains(ids, k) {
 			ids = append(ids, k)
 		}
 	}
@@ -266,15 +267,15 @@ func keyIDsOf(items []keyed) []string {
 	return ids
 }
 
-func keyIDsOfMap(jobs map[string]*entry) []string {
-	var ids []string
-	for _, e := range jobs {
-		if k := e.sealKey(); k != "" && !slices.Contains(ids, k) {
-			ids = append(ids, k)
+// entriesOf yields the entries of items.
+func entriesOf(items []keyed) iter.Seq[*entry] {
+	return func(yield func(*entry) bool) {
+		for _, it := range items {
+			if !yield(it.e) {
+				return
+			}
 		}
 	}
-	slices.Sort(ids)
-	return ids
 }
 
 // noteSealed counts the sealed jobs Open found and those it cannot read

@@ -175,7 +175,7 @@ func checkAll(res *VerifyResult, fsy fsys.FS, dir string, items []keyed, records
 	forEachParallel(len(paths), func(i int) {
 		var jobs map[string]*entry
 		jobs, _, berrs[i] = readBackup(fsy, paths[i], true)
-		if berrs[i] == nil && len(keyIDsOfMap(jobs)) > 0 {
+		if berrs[i] == nil && len(keyIDsOf(maps.Values(jobs))) > 0 {
 			items := make([]keyed, 0, len(jobs))
 			for id, e := range jobs {
 				items = append(items, keyed{id, e})
