@@ -11,10 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/secauto/secauto/bench/internal/gauge"
 )
 
 // buildSecauto builds the secauto binary from the module the bench
@@ -177,8 +178,8 @@ func (d *daemon) idle(timeout time.Duration) (time.Duration, error) {
 func (d *daemon) stop(timeout time.Duration) (peak, written int64, took time.Duration, err error) {
 	pid := d.cmd.Process.Pid
 	sample := func() {
-		peak = max(peak, vmHWM(pid))
-		if wb, err := writeBytes(pid); err == nil {
+		peak = max(peak, gauge.VmHWM(pid))
+		if wb, err := gauge.WriteBytes(pid); err == nil {
 			written = wb
 		}
 	}
@@ -210,41 +211,6 @@ func (d *daemon) stop(timeout time.Duration) (peak, written int64, took time.Dur
 func (d *daemon) kill() {
 	_ = d.cmd.Process.Kill()
 	<-d.exited
-}
-
-// procField reads one "Name: value" line of /proc/PID/<file>.
-func procField(pid int, file, name string) (string, bool) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
-	if err != nil {
-		return "", false
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, name+":"); ok {
-			return strings.TrimSpace(v), true
-		}
-	}
-	return "", false
-}
-
-// writeBytes is write_bytes of /proc/PID/io: the bytes the process sent
-// to the block layer.
-func writeBytes(pid int) (int64, error) {
-	v, ok := procField(pid, "io", "write_bytes")
-	if !ok {
-		return 0, fmt.Errorf("cannot read write_bytes of /proc/%d/io", pid)
-	}
-	return strconv.ParseInt(v, 10, 64)
-}
-
-// vmHWM is VmHWM of /proc/PID/status in bytes (0 once the process is
-// gone): its peak resident memory.
-func vmHWM(pid int) int64 {
-	v, ok := procField(pid, "status", "VmHWM")
-	if !ok {
-		return 0
-	}
-	n, _ := strconv.ParseInt(strings.TrimSuffix(v, " kB"), 10, 64)
-	return n << 10
 }
 
 // benchFigures is what secauto bench -o json prints (cli.BenchResult).

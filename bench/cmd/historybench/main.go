@@ -51,6 +51,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/secauto/secauto/bench/internal/gauge"
 )
 
 // options are the command's flags.
@@ -302,7 +304,7 @@ func measureInto(r *result, o *options, bin, dir string, n int, stderr io.Writer
 			return fmt.Errorf("generate: %w", err)
 		}
 		r.GenerateSeconds, r.GeneratedBytes = g.Seconds, g.Bytes
-		logf("wrote %s (%s) in %.1fs; restoring it", filepath.Base(g.Path), bytesOf(float64(g.Bytes)), g.Seconds)
+		logf("wrote %s (%s) in %.1fs; restoring it", filepath.Base(g.Path), gauge.Bytes(float64(g.Bytes)), g.Seconds)
 		t0 := time.Now()
 		cmd := exec.Command(bin, "--config", cfg, "backup", "restore", g.Path, "-o", "json")
 		cmd.Dir = dir
@@ -337,9 +339,9 @@ func measureInto(r *result, o *options, bin, dir string, n int, stderr io.Writer
 	}()
 	pid := d.cmd.Process.Pid
 	r.OpenSeconds = open.Seconds()
-	r.OpenHWM = vmHWM(pid)
+	r.OpenHWM = gauge.VmHWM(pid)
 	logf("open: /health answered after %.2fs", r.OpenSeconds)
-	wb0, err := writeBytes(pid)
+	wb0, err := gauge.WriteBytes(pid)
 	if err != nil {
 		return err
 	}
@@ -360,7 +362,7 @@ func measureInto(r *result, o *options, bin, dir string, n int, stderr io.Writer
 	}
 	runB := func() error {
 		logf("phase B: bench --rate %g for %s", o.bRate, o.bDuration)
-		w0, err := writeBytes(pid)
+		w0, err := gauge.WriteBytes(pid)
 		if err != nil {
 			return err
 		}
@@ -368,7 +370,7 @@ func measureInto(r *result, o *options, bin, dir string, n int, stderr io.Writer
 		if err != nil {
 			return err
 		}
-		w1, err := writeBytes(pid)
+		w1, err := gauge.WriteBytes(pid)
 		if err != nil {
 			return err
 		}
@@ -379,7 +381,7 @@ func measureInto(r *result, o *options, bin, dir string, n int, stderr io.Writer
 		stored += f.OK
 		idle, err := d.idle(10 * time.Minute)
 		r.B.IdleSeconds = idle.Seconds()
-		logf("phase B: %.0f acks/s, %s written per ack, p99 %s, %d errors", f.PerSecond, bytesOf(r.B.WritePerAck), ms(f.Latency.P99), f.Errors)
+		logf("phase B: %.0f acks/s, %s written per ack, p99 %s, %d errors", f.PerSecond, gauge.Bytes(r.B.WritePerAck), ms(f.Latency.P99), f.Errors)
 		return err
 	}
 	phases := []func() error{runB, runA}
@@ -402,7 +404,7 @@ func measureInto(r *result, o *options, bin, dir string, n int, stderr io.Writer
 	if st, err := os.Stat(filepath.Join(dataDir, "jobs.json")); err == nil {
 		r.JobsJSONBytesEnd = st.Size()
 	}
-	logf("stopped in %.1fs; peak memory %s, jobs.json %s", r.StopSeconds, bytesOf(float64(r.PeakHWM)), bytesOf(float64(r.JobsJSONBytesEnd)))
+	logf("stopped in %.1fs; peak memory %s, jobs.json %s", r.StopSeconds, gauge.Bytes(float64(r.PeakHWM)), gauge.Bytes(float64(r.JobsJSONBytesEnd)))
 	return nil
 }
 

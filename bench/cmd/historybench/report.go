@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/secauto/secauto/bench/internal/gauge"
+
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/tw"
 )
@@ -59,7 +61,7 @@ func evaluate(rs []*result) bool {
 		add("open", r.OpenSeconds, maxOpenSeconds, true, fmt.Sprintf("≤ %gs", maxOpenSeconds))
 		add("p99", r.A.Bench.Latency.P99, maxP99Ms, true, fmt.Sprintf("< %gms", maxP99Ms))
 		memLimit := max(maxHWMOfJSON*float64(r.JobsJSONBytes), minHWMLimit)
-		add("memory", float64(r.PeakHWM), memLimit, true, "≤ "+bytesOf(memLimit))
+		add("memory", float64(r.PeakHWM), memLimit, true, "≤ "+gauge.Bytes(memLimit))
 		add("errors", float64(r.A.Bench.Errors+r.B.Bench.Errors), 0, true, "no failed request")
 		if base != nil && r != base {
 			if base.A.Bench.PerSecond > 0 {
@@ -107,7 +109,7 @@ func printTable(w io.Writer, rep *report) error {
 	tbl.Header([]string{"jobs", "open", "A acks/s", "A p99", "B written/ack", "peak memory", "jobs.json", "checks"})
 	for _, r := range rep.Results {
 		if r.Error != "" && r.A == nil && r.B == nil {
-			if err := tbl.Append([]string{count(r.Jobs), "failed: " + shorten(r.Error, 70), "", "", "", "", "", ""}); err != nil {
+			if err := tbl.Append([]string{count(r.Jobs), "failed: " + gauge.Shorten(r.Error, 70), "", "", "", "", "", ""}); err != nil {
 				return err
 			}
 			continue
@@ -127,11 +129,11 @@ func printTable(w io.Writer, rep *report) error {
 			p99 = ms(r.A.Bench.Latency.P99)
 		}
 		if r.B != nil {
-			write = bytesOf(r.B.WritePerAck)
+			write = gauge.Bytes(r.B.WritePerAck)
 		}
-		size := bytesOf(float64(r.JobsJSONBytes))
+		size := gauge.Bytes(float64(r.JobsJSONBytes))
 		if r.JobsJSONBytesEnd > 0 {
-			size += "\nend " + bytesOf(float64(r.JobsJSONBytesEnd))
+			size += "\nend " + gauge.Bytes(float64(r.JobsJSONBytesEnd))
 		}
 		failed, total := 0, len(r.Checks)
 		for _, c := range r.Checks {
@@ -141,7 +143,7 @@ func printTable(w io.Writer, rep *report) error {
 		}
 		summary := fmt.Sprintf("%d/%d pass", total-failed, total)
 		if r.Error != "" {
-			summary = "failed: " + shorten(r.Error, 40)
+			summary = "failed: " + gauge.Shorten(r.Error, 40)
 		}
 		row := []string{
 			count(r.Jobs),
@@ -149,7 +151,7 @@ func printTable(w io.Writer, rep *report) error {
 			cell("acks", acks),
 			cell("p99", p99),
 			cell("write", write),
-			cell("memory", bytesOf(float64(r.PeakHWM))),
+			cell("memory", gauge.Bytes(float64(r.PeakHWM))),
 			size,
 			cell("errors", summary),
 		}
@@ -201,23 +203,4 @@ func ms(v float64) string {
 		return fmt.Sprintf("%.1fms", v)
 	}
 	return fmt.Sprintf("%.2fms", v)
-}
-
-func bytesOf(n float64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", n/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", n/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", n/(1<<10))
-	}
-	return fmt.Sprintf("%.0f B", n)
-}
-
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-1] + "…"
 }

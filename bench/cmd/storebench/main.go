@@ -42,6 +42,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/secauto/secauto/bench/internal/gauge"
 )
 
 const childEnv = "STOREBENCH_CHILD"
@@ -365,7 +367,7 @@ func runPeer(cfg childConfig) ([]result, error) {
 		if hasDevice {
 			r.DeviceBytes = device() - dev0
 		}
-		r.PeakRSS = peakRSS()
+		r.PeakRSS = gauge.VmHWM(0)
 		r.Peer, r.Prefill, r.Writers, r.JobsBefore, r.PrefillSeconds = cfg.Peer, cfg.Prefill, w, done, prefillSecs
 		if r.Changes > 0 {
 			r.WritePerChange = float64(r.WriteBytes) / float64(r.Changes)

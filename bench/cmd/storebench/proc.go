@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/secauto/secauto/bench/internal/gauge"
 )
 
 // writeBytes is the write_bytes of /proc/PID/io, summed over pids (0 is
@@ -13,38 +15,14 @@ import (
 func writeBytes(pids ...int) int64 {
 	var sum int64
 	for _, pid := range pids {
-		path := "/proc/self/io"
-		if pid != 0 {
-			path = fmt.Sprintf("/proc/%d/io", pid)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			continue
-		}
-		for _, l := range strings.Split(string(data), "\n") {
-			if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
-				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				sum += n
-			}
-		}
+		n, _ := gauge.WriteBytes(pid)
+		sum += n
 	}
 	return sum
 }
 
-// peakRSS is VmHWM of /proc/self/status in bytes.
-func peakRSS() int64 {
-	data, _ := os.ReadFile("/proc/self/status")
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n << 10
-		}
-	}
-	return 0
-}
-
 // resetPeakRSS sets VmHWM back to the current RSS (Linux 4.0 and later),
-// so the next peakRSS is the peak of what follows.
+// so the next gauge.VmHWM(0) is the peak of what follows.
 func resetPeakRSS() {
 	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/secauto/secauto/bench/internal/gauge"
+
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/tw"
 )
@@ -47,7 +49,7 @@ func printTable(w io.Writer, rep *report) error {
 	})
 	for _, r := range rs {
 		if r.Error != "" && r.Jobs == 0 {
-			row := []string{count(r.Prefill), fmt.Sprint(r.Writers), r.Peer, "failed: " + shorten(r.Error, 60), "", "", "", "", "", "", ""}
+			row := []string{count(r.Prefill), fmt.Sprint(r.Writers), r.Peer, "failed: " + gauge.Shorten(r.Error, 60), "", "", "", "", "", "", ""}
 			if err := tbl.Append(row); err != nil {
 				return err
 			}
@@ -61,7 +63,7 @@ func printTable(w io.Writer, rep *report) error {
 			count(r.Prefill), fmt.Sprint(r.Writers), r.Peer,
 			fmt.Sprintf("%.0f", r.ChangesPerSec), fmt.Sprintf("%.0f", r.JobsPerSec),
 			dur(r.ChangeLatency.P50), dur(r.ChangeLatency.P99), dur(r.JobLatency.P99),
-			bytesOf(r.WritePerChange), bytesOf(float64(r.PeakRSS)), ratio,
+			gauge.Bytes(r.WritePerChange), gauge.Bytes(float64(r.PeakRSS)), ratio,
 		}
 		if err := tbl.Append(row); err != nil {
 			return err
@@ -107,23 +109,4 @@ func dur(d time.Duration) string {
 		return d.Round(time.Microsecond).String()
 	}
 	return d.String()
-}
-
-func bytesOf(n float64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", n/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", n/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", n/(1<<10))
-	}
-	return fmt.Sprintf("%.0f B", n)
-}
-
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-1] + "…"
 }
