@@ -171,21 +171,41 @@ func openJournal(fs fsys.FS, path string, size int64) (fsys.File, int64, error) 
 	return f, size, nil
 }
 
-// Enqueue fixes c's place in the journal, after every change enqueued
-// before it, and returns without waiting for I/O. Callers that order
-// changes with their own state hold their own lock around it. user is
-// handed to OnCommit with the batch holding c.
-//
-// It refuses a change without records, a record without key or with an
-// unknown kind, a delete with a value, a change larger than MaxChangeBytes
-// (ErrTooLarge), and everything once the writer is closed (ErrClosed) or
-// has failed (Err).
-func (w *Writer) Enqueue(c Change, user any) (*Ticket, error) {
+// Framed is a change checked and encoded into its frames, ready to be
+// enqueued. Framing computes the checksums, so callers that enqueue under
+// a lock of their own frame first, outside it.
+type Framed struct{ b []byte }
+
+// Frame checks and encodes c. It refuses a change without records, a
+// record without key or with an unknown kind, a delete with a value, and a
+// change larger than MaxChangeBytes (ErrTooLarge).
+func (w *Writer) Frame(c Change) (Framed, error) {
 	if err := c.check(); err != nil {
-		return nil, err
+		return Framed{}, err
 	}
 	if n := payloadSize(c); n > w.max {
-		return nil, fmt.Errorf("journal: %w: %d bytes, the limit is %d", ErrTooLarge, n, w.max)
+		return Framed{}, fmt.Errorf("journal: %w: %d bytes, the limit is %d", ErrTooLarge, n, w.max)
+	}
+	return Framed{appendChange(nil, c)}, nil
+}
+
+// Enqueue frames c and enqueues it; see Frame and EnqueueFramed.
+func (w *Writer) Enqueue(c Change, user any) (*Ticket, error) {
+	f, err := w.Frame(c)
+	if err != nil {
+		return nil, err
+	}
+	return w.EnqueueFramed(f, user)
+}
+
+// EnqueueFramed fixes f's place in the journal, after every change
+// enqueued before it, and returns without waiting for I/O. Callers that
+// order changes with their own state hold their own lock around it. user
+// is handed to OnCommit with the batch holding f. Once the writer is
+// closed it returns ErrClosed, and once it has failed, Err.
+func (w *Writer) EnqueueFramed(f Framed, user any) (*Ticket, error) {
+	if len(f.b) == 0 {
+		return nil, errors.New("journal: change was not framed")
 	}
 	w.mu.Lock()
 	switch {
@@ -202,7 +222,7 @@ func (w *Writer) Enqueue(c Change, user any) (*Ticket, error) {
 		b = &batch{done: make(chan struct{})}
 		w.cur = b
 	}
-	b.buf = appendChange(b.buf, c)
+	b.buf = append(b.buf, f.b...)
 	b.users = append(b.users, user)
 	w.mu.Unlock()
 	w.wake()

@@ -14,7 +14,7 @@ import (
 
 // Create stores a new job and returns it once it is durable. An empty ID
 // gets a UUIDv7, a zero CreatedAt the current time, an empty Status pending.
-func (s *Store) Create(j *job.Job) (*job.Job, error) {
+func (s *FileStore) Create(j *job.Job) (*job.Job, error) {
 	id := j.ID
 	if id == "" {
 		u, err := uuid.NewV7()
@@ -42,7 +42,7 @@ func (s *Store) Create(j *job.Job) (*job.Job, error) {
 
 // completeNew fills in what a new job leaves out: id (when empty), the
 // creation time, pending, and empty playbook, context and results.
-func (s *Store) completeNew(j *job.Job, id string) *job.Job {
+func (s *FileStore) completeNew(j *job.Job, id string) *job.Job {
 	nj := *j
 	if nj.ID == "" {
 		nj.ID = id
@@ -68,7 +68,7 @@ func (s *Store) completeNew(j *job.Job, id string) *job.Job {
 
 // unchangedSince is the commit check of a change computed from the jobs in
 // bases: it asks for a retry when any of them changed since it was read.
-func (s *Store) unchangedSince(bases map[string]*entry) func() error {
+func (s *FileStore) unchangedSince(bases map[string]*entry) func() error {
 	return func() error {
 		for id, base := range bases {
 			if cur, _ := s.idx.lookupLocked(id); cur != base {
@@ -84,7 +84,7 @@ func (s *Store) unchangedSince(bases map[string]*entry) func() error {
 // nested deeper than JSON decoders take.
 // With a keyring, the job's secret-bearing fields are sealed (sealed.go);
 // prev offers the sealed fields of the entry it replaces for reuse.
-func (s *Store) encodeJob(j *job.Job, prev *entry) (*entry, error) {
+func (s *FileStore) encodeJob(j *job.Job, prev *entry) (*entry, error) {
 	if s.opts.Keyring == nil {
 		return encodeJob(j, s.opts.MaxJobBytes)
 	}
@@ -132,14 +132,14 @@ func encodeJob(j *job.Job, maxBytes int) (*entry, error) {
 // writer changes the same job concurrently, so it must only edit the job.
 // A status change must be a valid transition, a terminal job never changes,
 // and the id cannot change.
-func (s *Store) Update(id string, fn func(*job.Job) error) (*job.Job, error) {
+func (s *FileStore) Update(id string, fn func(*job.Job) error) (*job.Job, error) {
 	return s.UpdateWith(id, fn, nil)
 }
 
 // UpdateWith is Update that also stores the records that also returns for
 // the updated job, in the same durable change: an event queued this way is
 // never lost, nor sent for a change that was not made.
-func (s *Store) UpdateWith(id string, fn func(*job.Job) error, also func(*job.Job) []Record) (*job.Job, error) {
+func (s *FileStore) UpdateWith(id string, fn func(*job.Job) error, also func(*job.Job) []Record) (*job.Job, error) {
 	for {
 		s.idx.mu.Lock()
 		base, ok := s.idx.lookupLocked(id)
@@ -181,7 +181,7 @@ func (s *Store) UpdateWith(id string, fn func(*job.Job) error, also func(*job.Jo
 
 var errRetry = errors.New("retry")
 
-func (s *Store) prepareUpdate(id string, base *entry, fn func(*job.Job) error) (*entry, *job.Job, error) {
+func (s *FileStore) prepareUpdate(id string, base *entry, fn func(*job.Job) error) (*entry, *job.Job, error) {
 	var j *job.Job
 	if live := base.liveJob(); live != nil {
 		j = live.Clone()
@@ -221,7 +221,7 @@ func checkChange(id string, from job.Status, j *job.Job) error {
 
 // Delete removes a job durably, whatever its status; callers cancel a live
 // job first.
-func (s *Store) Delete(id string) error {
+func (s *FileStore) Delete(id string) error {
 	return s.commit([]*change{{id: id}}, func() error {
 		if _, ok := s.idx.lookupLocked(id); !ok {
 			return fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -233,9 +233,15 @@ func (s *Store) Delete(id string) error {
 // commit writes changes as one journal change — durable whole or not at
 // all — after check (run under the index lock) allows them, and returns
 // once they are durable and visible.
-func (s *Store) commit(changes []*change, check func() error) error {
+func (s *FileStore) commit(changes []*change, check func() error) error {
 	if s.w == nil {
 		return ErrReadOnly
+	}
+	// Framing (and its checksums) needs no lock; under the index lock
+	// the change only takes its place.
+	framed, err := s.w.Frame(journalChange(changes))
+	if err != nil {
+		return s.writeError(err)
 	}
 	s.gate.RLock()
 	defer s.gate.RUnlock()
@@ -249,7 +255,7 @@ func (s *Store) commit(changes []*change, check func() error) error {
 			return err
 		}
 	}
-	t, err := s.w.Enqueue(journalChange(changes), changes)
+	t, err := s.w.EnqueueFramed(framed, changes)
 	if err != nil {
 		s.idx.mu.Unlock()
 		return s.writeError(err)
@@ -261,7 +267,7 @@ func (s *Store) commit(changes []*change, check func() error) error {
 
 // committed is the journal's OnCommit: it makes a written batch visible (or
 // drops it when the write failed) before any of its writers is answered.
-func (s *Store) committed(users []any, end int64, err error) {
+func (s *FileStore) committed(users []any, end int64, err error) {
 	s.idx.mu.Lock()
 	for _, u := range users {
 		s.idx.settleLocked(u.([]*change), err == nil)
@@ -276,7 +282,7 @@ func (s *Store) committed(users []any, end int64, err error) {
 }
 
 // writeError says what a failed journal write means for the caller.
-func (s *Store) writeError(err error) error {
+func (s *FileStore) writeError(err error) error {
 	switch {
 	case err == nil:
 		return nil
@@ -292,7 +298,7 @@ func (s *Store) writeError(err error) error {
 
 // Err is non-nil once the store has stopped accepting writes because its
 // journal could not be made durable. A full disk is not such an error.
-func (s *Store) Err() error {
+func (s *FileStore) Err() error {
 	if s.w == nil {
 		return nil
 	}
