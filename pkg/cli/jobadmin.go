@@ -158,7 +158,7 @@ func (a *offlineAdmin) Submit(_ context.Context, req *server.SubmitRequest) (res
 	if err != nil {
 		return nil, err
 	}
-	err = a.with(mode, func(s *store.Store) error {
+	err = a.with(mode, func(s store.Store) error {
 		j, err := s.Create(req.NewJob())
 		if err != nil {
 			return fmt.Errorf("cannot store the job: %w", err)
@@ -172,7 +172,7 @@ func (a *offlineAdmin) Submit(_ context.Context, req *server.SubmitRequest) (res
 // cancelStored cancels the live job id in s, queuing its job.cancelled
 // event with the change. No daemon runs, so a running job is one a crash
 // left: nothing runs it, and it is cancelled as it stands.
-func cancelStored(s *store.Store, ob *webhook.Outbox, id string, now time.Time) (*job.Job, error) {
+func cancelStored(s store.Store, ob *webhook.Outbox, id string, now time.Time) (*job.Job, error) {
 	var ended *jobEndedError
 	j, err := s.UpdateWith(id, func(j *job.Job) error {
 		if j.Status.Terminal() {
@@ -188,7 +188,7 @@ func cancelStored(s *store.Store, ob *webhook.Outbox, id string, now time.Time) 
 }
 
 func (a *offlineAdmin) CancelJobs(_ context.Context, refs []string) ([]jobOutcome, error) {
-	return a.changeJobs(refs, func(s *store.Store, ob *webhook.Outbox, j *job.Job) (*job.Job, error) {
+	return a.changeJobs(refs, func(s store.Store, ob *webhook.Outbox, j *job.Job) (*job.Job, error) {
 		if j.Status.Terminal() {
 			return nil, &jobEndedError{ID: j.ID, Status: j.Status}
 		}
@@ -197,7 +197,7 @@ func (a *offlineAdmin) CancelJobs(_ context.Context, refs []string) ([]jobOutcom
 }
 
 func (a *offlineAdmin) DeleteJobs(_ context.Context, refs []string) ([]jobOutcome, error) {
-	return a.changeJobs(refs, func(s *store.Store, ob *webhook.Outbox, j *job.Job) (*job.Job, error) {
+	return a.changeJobs(refs, func(s store.Store, ob *webhook.Outbox, j *job.Job) (*job.Job, error) {
 		if !j.Status.Terminal() {
 			c, err := cancelStored(s, ob, j.ID, a.now())
 			var ended *jobEndedError
@@ -218,7 +218,7 @@ func (a *offlineAdmin) DeleteJobs(_ context.Context, refs []string) ([]jobOutcom
 
 // changeJobs opens the store once for every ref and applies change to the
 // job each names.
-func (a *offlineAdmin) changeJobs(refs []string, change func(*store.Store, *webhook.Outbox, *job.Job) (*job.Job, error)) (out []jobOutcome, err error) {
+func (a *offlineAdmin) changeJobs(refs []string, change func(store.Store, *webhook.Outbox, *job.Job) (*job.Job, error)) (out []jobOutcome, err error) {
 	mode, err := a.writeMode()
 	if err != nil {
 		return nil, err
@@ -227,7 +227,7 @@ func (a *offlineAdmin) changeJobs(refs []string, change func(*store.Store, *webh
 	if err != nil {
 		return nil, err
 	}
-	err = a.with(mode, func(s *store.Store) error {
+	err = a.with(mode, func(s store.Store) error {
 		for _, ref := range refs {
 			o := jobOutcome{Ref: ref}
 			if !validRef(ref) {
@@ -252,7 +252,7 @@ func (a *offlineAdmin) RerunJob(_ context.Context, ref string) (res *server.Subm
 	if err != nil {
 		return nil, err
 	}
-	err = a.with(mode, func(s *store.Store) error {
+	err = a.with(mode, func(s store.Store) error {
 		j, err := server.RerunJob(s, ref)
 		if err != nil {
 			return err
@@ -310,7 +310,7 @@ func (a *offlineAdmin) Stats(context.Context) (res *server.StatsResponse, err er
 		},
 		Now: a.now,
 	}
-	err = a.with(readOnly, func(s *store.Store) error {
+	err = a.with(readOnly, func(s store.Store) error {
 		res, err = server.OfflineStats(s, o)
 		if err != nil {
 			return fmt.Errorf("cannot compute the figures: %w", err)

@@ -41,7 +41,7 @@ func (a *offlineAdmin) writeMode() (lockMode, error) {
 }
 
 // with opens the data directory in mode, runs fn on it and closes it.
-func (a *offlineAdmin) with(mode lockMode, fn func(*store.Store) error) (err error) {
+func (a *offlineAdmin) with(mode lockMode, fn func(store.Store) error) (err error) {
 	s, err := a.openStore(mode)
 	if err != nil {
 		return err
@@ -57,7 +57,7 @@ func (a *offlineAdmin) with(mode lockMode, fn func(*store.Store) error) (err err
 // openStore opens the data directory in the given mode; every offline
 // operation opens it through here, so the lock decision is made in one
 // place.
-func (a *offlineAdmin) openStore(mode lockMode) (*store.Store, error) {
+func (a *offlineAdmin) openStore(mode lockMode) (store.Store, error) {
 	opts := store.Options{
 		Dir:              a.dir,
 		ReadOnly:         mode == readOnly,
@@ -121,14 +121,14 @@ func (a *offlineAdmin) openStore(mode lockMode) (*store.Store, error) {
 
 // closeStore closes a store a command wrote to; closing writes a complete
 // jobs.json, so its error is the command's error.
-func closeStore(s *store.Store, err *error) {
+func closeStore(s store.Store, err *error) {
 	if cerr := s.Close(); cerr != nil && *err == nil {
 		*err = fmt.Errorf("cannot finish writing the data directory: %w; run 'secauto verify' to check it", cerr)
 	}
 }
 
 func (a *offlineAdmin) ListJobs(_ context.Context, f store.Filter) (jobs []*job.Job, err error) {
-	err = a.with(readOnly, func(s *store.Store) error {
+	err = a.with(readOnly, func(s store.Store) error {
 		jobs, err = s.List(f)
 		if err != nil {
 			return fmt.Errorf("cannot list jobs: %w", err)
@@ -139,7 +139,7 @@ func (a *offlineAdmin) ListJobs(_ context.Context, f store.Filter) (jobs []*job.
 }
 
 func (a *offlineAdmin) GetJob(_ context.Context, id string) (j *job.Job, err error) {
-	err = a.with(readOnly, func(s *store.Store) error {
+	err = a.with(readOnly, func(s store.Store) error {
 		j, err = s.Get(id)
 		if err != nil {
 			return fmt.Errorf("cannot read job %s: %w", id, err)
@@ -156,7 +156,7 @@ func (a *offlineAdmin) Cleanup(_ context.Context, o store.CleanupOptions) (res *
 			return nil, err
 		}
 	}
-	err = a.with(mode, func(s *store.Store) error {
+	err = a.with(mode, func(s store.Store) error {
 		res, err = s.Cleanup(o)
 		if err != nil {
 			return fmt.Errorf("cleanup failed: %w", err)
@@ -179,7 +179,7 @@ func (a *offlineAdmin) Backup(_ context.Context, compress *bool, progress store.
 	if compress != nil {
 		bo.Compress = *compress
 	}
-	err = a.with(mode, func(s *store.Store) error {
+	err = a.with(mode, func(s store.Store) error {
 		res, err = s.Backup(bo)
 		if err != nil {
 			return fmt.Errorf("cannot write backup: %w", err)
@@ -206,7 +206,7 @@ func (a *offlineAdmin) Restore(_ context.Context, path string, progress store.Pr
 	if err != nil {
 		return nil, err
 	}
-	err = a.with(mode, func(s *store.Store) error {
+	err = a.with(mode, func(s store.Store) error {
 		out = &Restored{Repaired: s.Report()}
 		// Keep every backup: a restore must never delete one.
 		res, err := s.Restore(path, store.BackupOptions{Compress: cfg.Jobs.BackupCompress, Progress: progress})
@@ -248,7 +248,7 @@ func (a *offlineAdmin) Recover(_ context.Context, dryRun bool) (out *Recovery, e
 	// The job.recovered events wait in the outbox, written with the jobs
 	// they announce, until the next serve delivers them.
 	outbox := webhook.NewOutbox(webhookEndpoints(cfg), a.now)
-	err = a.with(mode, func(s *store.Store) error {
+	err = a.with(mode, func(s store.Store) error {
 		out = &Recovery{Repaired: s.Report()}
 		res, err := s.Recover(store.RecoverOptions{DryRun: dryRun, Also: outbox.JobRecords(webhook.JobRecovered)})
 		if err != nil {
@@ -283,7 +283,7 @@ func (a *offlineAdmin) RotateKeys(_ context.Context, progress store.Progress) (r
 	if err != nil {
 		return nil, err
 	}
-	err = a.with(mode, func(s *store.Store) error {
+	err = a.with(mode, func(s store.Store) error {
 		res, err = s.RotateKeys(store.RotateOptions{Progress: progress})
 		if err != nil {
 			done := 0

@@ -280,7 +280,7 @@ func webhooksClearRun(opts *WebhooksOptions) error {
 }
 
 func (a *offlineAdmin) ListWebhooks(context.Context) (list []webhook.Delivery, err error) {
-	err = a.with(readOnly, func(s *store.Store) error {
+	err = a.with(readOnly, func(s store.Store) error {
 		list = webhook.List(s)
 		return nil
 	})
@@ -288,23 +288,23 @@ func (a *offlineAdmin) ListWebhooks(context.Context) (list []webhook.Delivery, e
 }
 
 func (a *offlineAdmin) RetryWebhooks(_ context.Context, ids []string) (n int, err error) {
-	return a.changeWebhooks("cannot retry webhook dead letters", func(s *store.Store) (int, error) {
+	return a.changeWebhooks("cannot retry webhook dead letters", func(s store.Store) (int, error) {
 		return webhook.Retry(s, ids, a.now())
 	})
 }
 
 func (a *offlineAdmin) ClearWebhooks(_ context.Context, ids []string) (n int, err error) {
-	return a.changeWebhooks("cannot clear webhook dead letters", func(s *store.Store) (int, error) {
+	return a.changeWebhooks("cannot clear webhook dead letters", func(s store.Store) (int, error) {
 		return webhook.Clear(s, ids)
 	})
 }
 
-func (a *offlineAdmin) changeWebhooks(what string, fn func(*store.Store) (int, error)) (n int, err error) {
+func (a *offlineAdmin) changeWebhooks(what string, fn func(store.Store) (int, error)) (n int, err error) {
 	mode, err := a.writeMode()
 	if err != nil {
 		return 0, err
 	}
-	err = a.with(mode, func(s *store.Store) error {
+	err = a.with(mode, func(s store.Store) error {
 		n, err = fn(s)
 		if err != nil && !errors.Is(err, webhook.ErrNoDeadLetter) {
 			return fmt.Errorf("%s: %w", what, err)

@@ -75,7 +75,7 @@ func writeBenchBackup(path string, n int, now time.Time) error {
 	return f.Close()
 }
 
-func benchStore(b *testing.B) (*store.Store, string) {
+func benchStore(b *testing.B) (store.Store, string) {
 	b.Helper()
 	dir := *benchDir
 	if dir == "" {

@@ -28,7 +28,7 @@ const testToken = "console-test-token-0123456789"
 type env struct {
 	t   *testing.T
 	dir string
-	st  *store.Store
+	st  store.Store
 	srv *server.Server
 	ts  *httptest.Server
 	c   *http.Client

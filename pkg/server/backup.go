@@ -24,7 +24,7 @@ type backuperConfig struct {
 // backuper is the maintenance task that writes backups. It depends only
 // on the store, its configuration, a log and its counter.
 type backuper struct {
-	st  *store.Store
+	st  store.Store
 	cfg backuperConfig
 	log *slog.Logger
 	// runs counts backups by result (created, failed).

@@ -25,7 +25,7 @@ type cleanerConfig struct {
 // their retention. It depends only on the store, its configuration, a log
 // and its counters.
 type cleaner struct {
-	st  *store.Store
+	st  store.Store
 	cfg cleanerConfig
 	log *slog.Logger
 	// runs counts runs by result (completed, failed); deleted the jobs.

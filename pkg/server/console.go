@@ -21,7 +21,7 @@ import (
 const ConsolePath = "/ui/"
 
 // Store is the store the server runs on, for reading jobs.
-func (s *Server) Store() *store.Store { return s.st }
+func (s *Server) Store() store.Store { return s.st }
 
 // AuthRequired reports whether server.auth_tokens are set: the console
 // then asks for one before it shows anything.
@@ -176,7 +176,7 @@ func (e *endings) last(now time.Time) Throughput {
 // seed counts the jobs of st that ended in the hour before now. Only jobs
 // created within the last day are read, so that a large store costs
 // little here; a job that ran longer than that is left out of the chart.
-func (e *endings) seed(st *store.Store, now time.Time) {
+func (e *endings) seed(st store.Store, now time.Time) {
 	jobs, err := st.List(store.Filter{Statuses: []job.Status{job.Completed, job.Failed, job.Cancelled}, Since: now.Add(-24 * time.Hour)})
 	if err != nil {
 		return

@@ -45,7 +45,7 @@ func (noNetwork) RoundTrip(*http.Request) (*http.Response, error) {
 // in-process.
 type fuzzServer struct {
 	dir  string
-	st   *store.Store
+	st   store.Store
 	srv  *Server
 	h    http.Handler
 	uses int

@@ -62,7 +62,7 @@ type runReport struct {
 // store, so an acknowledged job is either in the restored store or in the
 // safety backup, and queued once.
 type maintainer struct {
-	st     *store.Store
+	st     store.Store
 	log    *slog.Logger
 	outbox *webhook.Outbox
 	notify func()
@@ -94,7 +94,7 @@ func realAfter(d time.Duration) (<-chan time.Time, func() bool) {
 }
 
 // newMaintainer loads the tasks' schedules from the store's records.
-func newMaintainer(st *store.Store, log *slog.Logger, now func() time.Time, outbox *webhook.Outbox, notify func(), tasks ...maintTask) *maintainer {
+func newMaintainer(st store.Store, log *slog.Logger, now func() time.Time, outbox *webhook.Outbox, notify func(), tasks ...maintTask) *maintainer {
 	m := &maintainer{
 		st: st, log: log, outbox: outbox, notify: notify, now: now,
 		after:  realAfter,

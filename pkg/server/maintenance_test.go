@@ -103,7 +103,7 @@ type daemonSim struct {
 	fc   *fakeClock
 	fs   fsys.FS // nil: the real one
 	o    Options
-	st   *store.Store
+	st   store.Store
 	srv  *Server
 	http *httptest.Server
 }
@@ -199,7 +199,7 @@ func backups(t *testing.T, dir string) []string {
 	return out
 }
 
-func schedule(t *testing.T, st *store.Store, task string) scheduleRecord {
+func schedule(t *testing.T, st store.Store, task string) scheduleRecord {
 	t.Helper()
 	var rec scheduleRecord
 	for _, r := range st.Records(scheduleKeyPrefix + task) {
@@ -251,7 +251,7 @@ func TestMaintenanceFirstBackupWaitsForJobs(t *testing.T) {
 	d.stop()
 }
 
-func finishedJob(t *testing.T, st *store.Store, at time.Time) string {
+func finishedJob(t *testing.T, st store.Store, at time.Time) string {
 	t.Helper()
 	// Created at the time it ran too: a job's times never run backwards.
 	j, err := st.Create(&job.Job{Playbook: []job.Step{{Name: "a", Action: "log", Params: map[string]any{"message": "x"}}}, CreatedAt: at})
@@ -267,7 +267,7 @@ func finishedJob(t *testing.T, st *store.Store, at time.Time) string {
 	return j.ID
 }
 
-func exists(st *store.Store, id string) bool {
+func exists(st store.Store, id string) bool {
 	_, err := st.Get(id)
 	return err == nil
 }

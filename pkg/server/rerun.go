@@ -26,7 +26,7 @@ func (e *RerunPlaybookError) Unwrap() error { return e.Err }
 // job passes the validation a submission does, else the error is a
 // *RerunPlaybookError. The daemon queues the job it returns; offline it
 // waits for the next serve.
-func RerunJob(st *store.Store, id string) (*job.Job, error) {
+func RerunJob(st store.Store, id string) (*job.Job, error) {
 	return st.Rerun(id, func(orig *job.Job) (*job.Job, error) {
 		nj := orig.Rerun()
 		req := SubmitRequest{Playbook: nj.Playbook, Context: nj.Context, OnInterrupt: nj.OnInterrupt, MaxAttempts: nj.MaxAttempts}

@@ -92,7 +92,7 @@ func (t *taskSchedule) retryDelay() time.Duration { return min(t.interval, maxRe
 
 // load reads the task's record; a record that does not decode starts the
 // schedule afresh, which the returned error says.
-func (t *taskSchedule) load(st *store.Store) error {
+func (t *taskSchedule) load(st store.Store) error {
 	for _, r := range st.Records(scheduleKeyPrefix + t.name) {
 		if r.Key != scheduleKeyPrefix+t.name {
 			continue

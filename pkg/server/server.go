@@ -118,7 +118,7 @@ var (
 // call Start, serve Handler, and call Shutdown when done; Run does all of
 // that for the daemon.
 type Server struct {
-	st      *store.Store
+	st      store.Store
 	log     *slog.Logger
 	now     func() time.Time
 	outbox  *webhook.Outbox
@@ -177,7 +177,7 @@ type Server struct {
 
 // New builds a Server over an open, recovered store and queues its pending
 // jobs, oldest first. It starts nothing; see Start.
-func New(st *store.Store, o Options) (*Server, error) {
+func New(st store.Store, o Options) (*Server, error) {
 	o = o.withDefaults()
 	s := &Server{
 		st:        st,

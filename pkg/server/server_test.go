@@ -28,7 +28,7 @@ import (
 type env struct {
 	t     *testing.T
 	dir   string
-	st    *store.Store
+	st    store.Store
 	srv   *Server
 	ts    *httptest.Server
 	token string
@@ -44,7 +44,7 @@ func newEnv(t *testing.T, o Options) *env {
 	return startEnv(t, dir, st, o)
 }
 
-func startEnv(t *testing.T, dir string, st *store.Store, o Options) *env {
+func startEnv(t *testing.T, dir string, st store.Store, o Options) *env {
 	t.Helper()
 	srv, err := New(st, o)
 	if err != nil {

@@ -111,7 +111,7 @@ func (s *Server) Stats() *StatsResponse {
 // maintenance schedule of o: the same counts, sizes and maintenance
 // times, with no uptime and no busy worker. It starts nothing and writes
 // nothing.
-func OfflineStats(st *store.Store, o Options) (*StatsResponse, error) {
+func OfflineStats(st store.Store, o Options) (*StatsResponse, error) {
 	s, err := New(st, o)
 	if err != nil {
 		return nil, err

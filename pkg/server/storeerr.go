@@ -13,7 +13,7 @@ import (
 )
 
 // jobWriter is the part of the store that submissions, workers and cancels
-// write jobs through. It is the *store.Store; tests put a store in front of
+// write jobs through. It is the store.Store; tests put a store in front of
 // it that fails as a full disk or a small job limit makes the real one fail.
 type jobWriter interface {
 	Create(j *job.Job) (*job.Job, error)

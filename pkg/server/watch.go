@@ -139,7 +139,7 @@ func (w *watchers) publish(j *job.Job) {
 }
 
 // publishID publishes the stored state of job id, if it has subscribers.
-func (w *watchers) publishID(st *store.Store, id string) {
+func (w *watchers) publishID(st store.Store, id string) {
 	if id == "" || w.count(id) == 0 {
 		return
 	}

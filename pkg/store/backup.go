@@ -51,7 +51,7 @@ func ParseBackupName(name string) (time.Time, bool) {
 
 // Backup writes a complete snapshot of the durable jobs, as of one moment,
 // with its .sha256 sidecar, then removes the oldest backups beyond o.Keep.
-func (s *Store) Backup(o BackupOptions) (*BackupResult, error) {
+func (s *FileStore) Backup(o BackupOptions) (*BackupResult, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}

@@ -9,7 +9,7 @@ import (
 // Cleanup deletes terminal jobs that completed longer ago than their
 // retention. Pending and running jobs are never touched. With DryRun it
 // only reports what it would delete.
-func (s *Store) Cleanup(o CleanupOptions) (*CleanupResult, error) {
+func (s *FileStore) Cleanup(o CleanupOptions) (*CleanupResult, error) {
 	now := o.Now
 	if now.IsZero() {
 		now = s.opts.Now()

@@ -76,7 +76,7 @@ func (c *compactor) poke() {
 // snapshotter compacts the journal every SnapshotInterval while it holds
 // changes and a compaction is due, and early when it outgrows
 // JournalLimit.
-func (s *Store) snapshotter() {
+func (s *FileStore) snapshotter() {
 	defer s.wg.Done()
 	var tick <-chan time.Time
 	if s.opts.SnapshotInterval > 0 {
@@ -101,14 +101,14 @@ func (s *Store) snapshotter() {
 }
 
 // Snapshot compacts the journal into jobs.json now.
-func (s *Store) Snapshot() error {
+func (s *FileStore) Snapshot() error {
 	if s.w == nil {
 		return ErrReadOnly
 	}
 	return s.compact(true)
 }
 
-func (s *Store) compact(force bool) error {
+func (s *FileStore) compact(force bool) error {
 	s.files.snapMu.Lock()
 	defer s.files.snapMu.Unlock()
 	return s.snapshotLocked(force)
@@ -120,7 +120,7 @@ func (s *Store) compact(force bool) error {
 // A crash at any point leaves files whose replay gives the same state:
 // records carry full state, so replaying journal records that a new
 // jobs.json already holds changes nothing. The caller holds files.snapMu.
-func (s *Store) snapshotLocked(force bool) error {
+func (s *FileStore) snapshotLocked(force bool) error {
 	if err := s.w.Err(); err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ func copyDir(t *testing.T, src string) string {
 	return dst
 }
 
-func state(t *testing.T, s *Store) map[string]job.Status {
+func state(t *testing.T, s *FileStore) map[string]job.Status {
 	t.Helper()
 	all, err := s.List(Filter{})
 	if err != nil {

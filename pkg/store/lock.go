@@ -71,7 +71,7 @@ func fillOwner(o Owner) Owner {
 
 // SetOwner updates what secauto.lock says about this process, typically the
 // API address once the daemon listens.
-func (s *Store) SetOwner(o Owner) error {
+func (s *FileStore) SetOwner(o Owner) error {
 	if s.w == nil {
 		return ErrReadOnly
 	}

@@ -53,7 +53,7 @@ func (m plState) equal(o plState) bool {
 // the model changes if it takes effect.
 type plOp struct {
 	name string
-	run  func(s *Store, m plState) (plState, error)
+	run  func(s *FileStore, m plState) (plState, error)
 }
 
 var plClock = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -83,7 +83,7 @@ func plOps(rnd *rand.Rand, n int) []plOp {
 		case k < 30:
 			next++
 			id := plID(next)
-			ops = append(ops, plOp{"create " + id[len(id)-3:], func(s *Store, m plState) (plState, error) {
+			ops = append(ops, plOp{"create " + id[len(id)-3:], func(s *FileStore, m plState) (plState, error) {
 				j := newJob(next)
 				j.ID, j.CreatedAt = id, plClock
 				_, err := s.Create(j)
@@ -91,7 +91,7 @@ func plOps(rnd *rand.Rand, n int) []plOp {
 				return m, err
 			}})
 		case k < 45:
-			ops = append(ops, plOp{"start", func(s *Store, m plState) (plState, error) {
+			ops = append(ops, plOp{"start", func(s *FileStore, m plState) (plState, error) {
 				id := pick(m, job.Pending)
 				if id == "" {
 					return m, nil
@@ -102,7 +102,7 @@ func plOps(rnd *rand.Rand, n int) []plOp {
 			}})
 		case k < 60:
 			// A job's end with its webhook event: two records, one change.
-			ops = append(ops, plOp{"finish+event", func(s *Store, m plState) (plState, error) {
+			ops = append(ops, plOp{"finish+event", func(s *FileStore, m plState) (plState, error) {
 				id := pick(m, job.Running)
 				if id == "" {
 					return m, nil
@@ -115,7 +115,7 @@ func plOps(rnd *rand.Rand, n int) []plOp {
 				return m, err
 			}})
 		case k < 66:
-			ops = append(ops, plOp{"delete", func(s *Store, m plState) (plState, error) {
+			ops = append(ops, plOp{"delete", func(s *FileStore, m plState) (plState, error) {
 				id := pick(m, job.Pending)
 				if id == "" {
 					return m, nil
@@ -125,7 +125,7 @@ func plOps(rnd *rand.Rand, n int) []plOp {
 				return m, err
 			}})
 		case k < 74:
-			ops = append(ops, plOp{"cleanup", func(s *Store, m plState) (plState, error) {
+			ops = append(ops, plOp{"cleanup", func(s *FileStore, m plState) (plState, error) {
 				_, err := s.Cleanup(CleanupOptions{Retention: time.Hour, Now: plClock.Add(2 * time.Hour)})
 				for id, st := range m.jobs {
 					if st.Terminal() {
@@ -135,17 +135,17 @@ func plOps(rnd *rand.Rand, n int) []plOp {
 				return m, err
 			}})
 		case k < 82:
-			ops = append(ops, plOp{"snapshot", func(s *Store, m plState) (plState, error) {
+			ops = append(ops, plOp{"snapshot", func(s *FileStore, m plState) (plState, error) {
 				return m, s.Snapshot()
 			}})
 		case k < 88:
-			ops = append(ops, plOp{"backup", func(s *Store, m plState) (plState, error) {
+			ops = append(ops, plOp{"backup", func(s *FileStore, m plState) (plState, error) {
 				_, err := s.Backup(BackupOptions{Keep: 2, Compress: rnd.IntN(2) == 0})
 				return m, err
 			}})
 		case k < 93:
 			// Restores the newest backup: the model becomes its jobs.
-			ops = append(ops, plOp{"restore", func(s *Store, m plState) (plState, error) {
+			ops = append(ops, plOp{"restore", func(s *FileStore, m plState) (plState, error) {
 				paths, _ := backupPaths(s.files.fs, plDir)
 				if len(paths) == 0 {
 					return m, nil
@@ -162,7 +162,7 @@ func plOps(rnd *rand.Rand, n int) []plOp {
 				return m, err
 			}})
 		default:
-			ops = append(ops, plOp{"recover", func(s *Store, m plState) (plState, error) {
+			ops = append(ops, plOp{"recover", func(s *FileStore, m plState) (plState, error) {
 				_, err := s.Recover(RecoverOptions{Now: plClock, Also: func(j *job.Job) []Record {
 					return []Record{{Key: "recovered/" + j.ID, Value: []byte(`true`)}}
 				}})
@@ -179,12 +179,12 @@ func plOps(rnd *rand.Rand, n int) []plOp {
 	return ops
 }
 
-func plOpen(fsy fsys.FS) (*Store, error) {
+func plOpen(fsy fsys.FS) (*FileStore, error) {
 	return Open(Options{Dir: plDir, FS: fsy, SnapshotInterval: -1, JournalLimit: 4 << 10,
 		Now: func() time.Time { return plClock }})
 }
 
-func plRead(t *testing.T, s *Store) plState {
+func plRead(t *testing.T, s *FileStore) plState {
 	t.Helper()
 	m := plState{jobs: map[string]job.Status{}, records: map[string]string{}}
 	jobs, err := s.List(Filter{})

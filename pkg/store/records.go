@@ -27,7 +27,7 @@ type Record struct {
 }
 
 // PutRecords stores records (Value nil deletes) durably, all in one write.
-func (s *Store) PutRecords(recs ...Record) error {
+func (s *FileStore) PutRecords(recs ...Record) error {
 	changes, err := s.recordChanges(recs)
 	if err != nil || len(changes) == 0 {
 		return err
@@ -37,7 +37,7 @@ func (s *Store) PutRecords(recs ...Record) error {
 
 // recordChanges checks records and, with a keyring, seals their values:
 // the webhook outbox holds whole jobs, contexts and outputs included.
-func (s *Store) recordChanges(recs []Record) ([]*change, error) {
+func (s *FileStore) recordChanges(recs []Record) ([]*change, error) {
 	changes := make([]*change, 0, len(recs))
 	for i := range recs {
 		r := recs[i]
@@ -58,7 +58,7 @@ func (s *Store) recordChanges(recs []Record) ([]*change, error) {
 // Records returns the durable records whose keys start with prefix,
 // sorted by key, their values opened when sealed. A sealed record that
 // cannot be opened is left out and logged.
-func (s *Store) Records(prefix string) []Record {
+func (s *FileStore) Records(prefix string) []Record {
 	recs := s.idx.recordsWithPrefix(prefix)
 	out := recs[:0]
 	for _, r := range recs {

@@ -13,7 +13,7 @@ import (
 // when submitted with on_interrupt "retry" and attempts are left, pending
 // again. With DryRun it reports what it would do. The result also carries
 // what Open repaired.
-func (s *Store) Recover(o RecoverOptions) (*RecoverResult, error) {
+func (s *FileStore) Recover(o RecoverOptions) (*RecoverResult, error) {
 	now := o.Now
 	if now.IsZero() {
 		now = s.opts.Now()
@@ -71,7 +71,7 @@ func (s *Store) Recover(o RecoverOptions) (*RecoverResult, error) {
 
 // settle applies the recovery's actions as one journal change, so a crash
 // during recovery leaves all of them or none (the next pass does it again).
-func (s *Store) settle(actions []RecoverAction, now time.Time, also func(*job.Job) []Record) ([]*job.Job, error) {
+func (s *FileStore) settle(actions []RecoverAction, now time.Time, also func(*job.Job) []Record) ([]*job.Job, error) {
 	for {
 		var changes []*change
 		var jobs []*job.Job

@@ -22,7 +22,7 @@ import (
 // original may be in any state. Rerun returns the new job once both
 // changes are durable; ErrNotFound or ErrAmbiguous when id names no single
 // job.
-func (s *Store) Rerun(id string, next func(orig *job.Job) (*job.Job, error)) (*job.Job, error) {
+func (s *FileStore) Rerun(id string, next func(orig *job.Job) (*job.Job, error)) (*job.Job, error) {
 	id, base, err := s.idx.get(id)
 	if err != nil {
 		return nil, err
@@ -87,7 +87,7 @@ func (s *Store) Rerun(id string, next func(orig *job.Job) (*job.Job, error)) (*j
 
 // decodeBase decodes the job of an index entry, as Update does, opening
 // its sealed fields.
-func (s *Store) decodeBase(e *entry) (*job.Job, error) {
+func (s *FileStore) decodeBase(e *entry) (*job.Job, error) {
 	if live := e.liveJob(); live != nil {
 		return live.Clone(), nil
 	}

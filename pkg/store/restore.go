@@ -12,7 +12,7 @@ import (
 // and swaps the store in place with an emptied journal so no older record
 // can replay over the restored jobs. No change is admitted meanwhile; a
 // crash at any point leaves either the old jobs or the restored ones.
-func (s *Store) Restore(path string, o BackupOptions) (*RestoreResult, error) {
+func (s *FileStore) Restore(path string, o BackupOptions) (*RestoreResult, error) {
 	if s.w == nil {
 		return nil, ErrReadOnly
 	}

@@ -35,7 +35,7 @@ type RotateResult struct {
 // needs no rotation (Update seals with the first key). A job whose key is
 // not configured, or that does not authenticate, stops the rotation with a
 // *SealedError naming it; what was done before stays done.
-func (s *Store) RotateKeys(o RotateOptions) (*RotateResult, error) {
+func (s *FileStore) RotateKeys(o RotateOptions) (*RotateResult, error) {
 	kr := s.opts.Keyring
 	if kr == nil {
 		return nil, ErrNoKeyring
@@ -94,7 +94,7 @@ func (s *Store) RotateKeys(o RotateOptions) (*RotateResult, error) {
 
 // rotateBatch re-encrypts the jobs ids that still need it, as one durable
 // change; it starts over when a writer changed one of them meanwhile.
-func (s *Store) rotateBatch(ids []string, primary string) (int, error) {
+func (s *FileStore) rotateBatch(ids []string, primary string) (int, error) {
 	for {
 		bases := make(map[string]*entry, len(ids))
 		s.idx.mu.Lock()
@@ -137,7 +137,7 @@ func (s *Store) rotateBatch(ids []string, primary string) (int, error) {
 // rotateRecords re-encrypts the records keys that still need it, as one
 // durable change; it starts over when the outbox changed one meanwhile, so
 // a delivery deleted meanwhile is never brought back.
-func (s *Store) rotateRecords(keys []string, primary string) (int, error) {
+func (s *FileStore) rotateRecords(keys []string, primary string) (int, error) {
 	for {
 		old := map[string][]byte{}
 		s.idx.mu.Lock()

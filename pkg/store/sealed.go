@@ -200,7 +200,7 @@ func unsealJob(j *job.Job, keyID string, kr *seal.Keyring) error {
 }
 
 // readJob decodes the job of an index entry, opening its sealed fields.
-func (s *Store) readJob(e *entry) (*job.Job, error) {
+func (s *FileStore) readJob(e *entry) (*job.Job, error) {
 	j, err := loadJob(e.raw)
 	if err != nil || e.sealKey() == "" {
 		return j, err
@@ -280,7 +280,7 @@ func entriesOf(items []keyed) iter.Seq[*entry] {
 
 // noteSealed counts the sealed jobs Open found and those it cannot read
 // for want of their key, for the OpenReport.
-func (s *Store) noteSealed() {
+func (s *FileStore) noteSealed() {
 	kr := s.opts.Keyring
 	for _, e := range s.idx.jobs {
 		if e.sealKey() == "" {

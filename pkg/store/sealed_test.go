@@ -28,7 +28,7 @@ func keyring(t testing.TB, bs ...byte) *seal.Keyring {
 	return kr
 }
 
-func openKeyed(t testing.TB, dir string, kr *seal.Keyring) *Store {
+func openKeyed(t testing.TB, dir string, kr *seal.Keyring) *FileStore {
 	t.Helper()
 	s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Keyring: kr})
 	if err != nil {
@@ -46,7 +46,7 @@ const (
 
 // secretJob creates a job and runs it to completion with a result whose
 // output, and a set that changes its context, hold secrets.
-func secretJob(t *testing.T, s *Store) *job.Job {
+func secretJob(t *testing.T, s *FileStore) *job.Job {
 	t.Helper()
 	j := mustCreate(t, s, &job.Job{
 		Playbook: []job.Step{{Name: "lookup", Action: "log", Params: map[string]any{"message": "{{.context.token}}"}}},

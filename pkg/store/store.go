@@ -92,8 +92,9 @@ type Options struct {
 	OnUnreadable func(id string, err error)
 }
 
-// Store is an open data directory. All methods are safe for concurrent use.
-type Store struct {
+// FileStore is the file driver: an open data directory. All methods are
+// safe for concurrent use.
+type FileStore struct {
 	opts   Options  // defaults filled in
 	lock   *dirLock // nil when read-only or on a test file system
 	report OpenReport
@@ -115,7 +116,7 @@ type Store struct {
 // loader), and replays the journal. It returns *LockedError when another
 // process holds the directory, *CorruptError when nothing valid is left to
 // load, and *DirError when the directory cannot be used at all.
-func Open(opts Options) (*Store, error) {
+func Open(opts Options) (*FileStore, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("no data directory given")
 	}
@@ -138,7 +139,7 @@ func Open(opts Options) (*Store, error) {
 	if fs == nil {
 		fs = fsys.OS
 	}
-	s := &Store{opts: opts, files: &files{fs: fs, dir: opts.Dir}, syncs: &syncCounter{next: opts.OnSync}, stop: make(chan struct{})}
+	s := &FileStore{opts: opts, files: &files{fs: fs, dir: opts.Dir}, syncs: &syncCounter{next: opts.OnSync}, stop: make(chan struct{})}
 	if err := s.prepareDir(); err != nil {
 		return nil, err
 	}
@@ -156,7 +157,7 @@ func Open(opts Options) (*Store, error) {
 
 // prepareDir checks the directory (creating it when writable) and takes
 // the lock.
-func (s *Store) prepareDir() error {
+func (s *FileStore) prepareDir() error {
 	fs, dir := s.files.fs, s.opts.Dir
 	if s.opts.ReadOnly {
 		st, err := fs.Stat(dir)
@@ -187,7 +188,7 @@ func (s *Store) prepareDir() error {
 
 // load reads the directory through the loader and, when writable, opens the
 // journal for appending and writes whatever the loader repaired.
-func (s *Store) load() error {
+func (s *FileStore) load() error {
 	now := s.opts.Now()
 	l := &loader{fs: s.files.fs, dir: s.opts.Dir, repair: !s.opts.ReadOnly, salvage: s.opts.Salvage, now: now, log: s.opts.Logger}
 	st, err := l.load()
@@ -242,15 +243,15 @@ func problemStrings(ps []Problem) []string {
 }
 
 // Dir is the data directory.
-func (s *Store) Dir() string { return s.opts.Dir }
+func (s *FileStore) Dir() string { return s.opts.Dir }
 
 // Report says what Open repaired, or for a read-only store what a writable
 // open would repair.
-func (s *Store) Report() OpenReport { return s.report }
+func (s *FileStore) Report() OpenReport { return s.report }
 
 // Close stops background work, writes a complete jobs.json, and releases
 // the lock.
-func (s *Store) Close() error {
+func (s *FileStore) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
@@ -272,7 +273,7 @@ func (s *Store) Close() error {
 	return err
 }
 
-func (s *Store) releaseLock() error {
+func (s *FileStore) releaseLock() error {
 	if s.lock == nil {
 		return nil
 	}
@@ -280,7 +281,7 @@ func (s *Store) releaseLock() error {
 }
 
 // Get returns the job with this id, or the only job whose id starts with it.
-func (s *Store) Get(idOrPrefix string) (*job.Job, error) {
+func (s *FileStore) Get(idOrPrefix string) (*job.Job, error) {
 	_, e, err := s.idx.get(idOrPrefix)
 	if err != nil {
 		return nil, err
@@ -290,7 +291,7 @@ func (s *Store) Get(idOrPrefix string) (*job.Job, error) {
 
 // List returns the jobs matching f, newest first (by creation time, then id)
 // unless f.Oldest.
-func (s *Store) List(f Filter) ([]*job.Job, error) {
+func (s *FileStore) List(f Filter) ([]*job.Job, error) {
 	items := s.idx.list(f)
 	out := make([]*job.Job, 0, len(items))
 	for _, it := range items {
@@ -311,7 +312,7 @@ func (s *Store) List(f Filter) ([]*job.Job, error) {
 }
 
 // Stats summarises the store cheaply.
-func (s *Store) Stats() Stats {
+func (s *FileStore) Stats() Stats {
 	s.idx.mu.Lock()
 	by := make(map[job.Status]int, len(job.Statuses))
 	for _, st := range job.Statuses {

@@ -16,7 +16,7 @@ import (
 	"github.com/secauto/secauto/pkg/journal"
 )
 
-func openT(t testing.TB, dir string) *Store {
+func openT(t testing.TB, dir string) *FileStore {
 	t.Helper()
 	s, err := Open(Options{Dir: dir, SnapshotInterval: -1})
 	if err != nil {
@@ -27,7 +27,7 @@ func openT(t testing.TB, dir string) *Store {
 
 // abandon drops a store the way a killed process would: no snapshot, no
 // clean release beyond what the kernel does.
-func abandon(s *Store) {
+func abandon(s *FileStore) {
 	close(s.stop)
 	s.wg.Wait()
 	s.w.Close()
@@ -41,7 +41,7 @@ func newJob(i int) *job.Job {
 	}
 }
 
-func mustCreate(t testing.TB, s *Store, j *job.Job) *job.Job {
+func mustCreate(t testing.TB, s *FileStore, j *job.Job) *job.Job {
 	t.Helper()
 	got, err := s.Create(j)
 	if err != nil {

@@ -23,7 +23,7 @@ type VerifyOptions struct {
 	CheckRecords func([]Record) []string
 	// Keyring opens encrypted jobs and records, so that their ciphertexts
 	// are checked too; the jobs sealed with a key it does not hold (all of
-	// them without one) are reported once per key id. Store.Verify uses
+	// them without one) are reported once per key id. FileStore.Verify uses
 	// the store's own when this is nil.
 	Keyring *seal.Keyring
 }
@@ -38,7 +38,7 @@ func Verify(dir string) (*VerifyResult, error) {
 }
 
 // VerifyWith is Verify with options, for a directory no process is writing
-// (a running daemon answers with Store.Verify instead).
+// (a running daemon answers with FileStore.Verify instead).
 func VerifyWith(dir string, o VerifyOptions) (*VerifyResult, error) {
 	st, err := fsys.OS.Stat(dir)
 	if err != nil {
@@ -80,7 +80,7 @@ func VerifyWith(dir string, o VerifyOptions) (*VerifyResult, error) {
 // and records as they are in memory, what Open found on disk, jobs.json as
 // last written (read while no snapshot replaces it), and every backup. It
 // takes the store's own locks instead of re-reading files being written.
-func (s *Store) Verify(o VerifyOptions) (*VerifyResult, error) {
+func (s *FileStore) Verify(o VerifyOptions) (*VerifyResult, error) {
 	// What Open found it also repaired (and logged); the files are checked
 	// as they are now.
 	res := &VerifyResult{Problems: []Problem{}}

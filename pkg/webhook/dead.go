@@ -71,11 +71,11 @@ func deadLetterRecords(key string, it *item, now time.Time, why string) ([]store
 }
 
 // DeadLetters counts the dead letters in the store.
-func DeadLetters(s *store.Store) int { return len(s.Records(deadPrefix)) }
+func DeadLetters(s store.Store) int { return len(s.Records(deadPrefix)) }
 
 // List returns the dead letters and the pending deliveries, newest first.
 // Records that do not decode are left out; verify reports them.
-func List(s *store.Store) []Delivery {
+func List(s store.Store) []Delivery {
 	out := []Delivery{}
 	for _, r := range s.Records(deadPrefix) {
 		var dl deadLetter
@@ -117,7 +117,7 @@ func (it *item) delivery(id, state string) Delivery {
 // empty. An id is a delivery id or an event id (every dead delivery of
 // that event). An id that names none is an error wrapping
 // ErrNoDeadLetter, so that a mistyped id changes nothing.
-func selectDead(s *store.Store, ids []string) ([]store.Record, error) {
+func selectDead(s store.Store, ids []string) ([]store.Record, error) {
 	recs := s.Records(deadPrefix)
 	if len(ids) == 0 {
 		return recs, nil
@@ -152,7 +152,7 @@ func selectDead(s *store.Store, ids []string) ([]store.Record, error) {
 // is tried at once and then with the usual backoff, its age limit counted
 // from now; its event id stays the same, so receivers can tell a repeat.
 // A running dispatcher picks them up at its next scan (Notify it).
-func Retry(s *store.Store, ids []string, now time.Time) (int, error) {
+func Retry(s store.Store, ids []string, now time.Time) (int, error) {
 	recs, err := selectDead(s, ids)
 	if err != nil {
 		return 0, err
@@ -188,7 +188,7 @@ func Retry(s *store.Store, ids []string, now time.Time) (int, error) {
 // returns how many it deleted. With no ids it deletes every dead letter:
 // callers ask the operator to confirm that. Pending deliveries are never
 // touched.
-func Clear(s *store.Store, ids []string) (int, error) {
+func Clear(s store.Store, ids []string) (int, error) {
 	recs, err := selectDead(s, ids)
 	if err != nil {
 		return 0, err

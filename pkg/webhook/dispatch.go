@@ -21,7 +21,7 @@ import (
 // holds up its own deliveries: each endpoint has a few delivery slots of
 // its own, and queueing an event never waits for delivery.
 type Dispatcher struct {
-	Store     *store.Store
+	Store     store.Store
 	Endpoints []Endpoint
 	// Client sends the requests; nil means one with a 10s timeout.
 	Client *http.Client

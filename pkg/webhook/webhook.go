@@ -188,7 +188,7 @@ func (o *Outbox) JobRecords(name string) func(*job.Job) []store.Record {
 }
 
 // Enqueue queues ev durably.
-func (o *Outbox) Enqueue(s *store.Store, ev Event) error {
+func (o *Outbox) Enqueue(s store.Store, ev Event) error {
 	recs, err := o.Records(ev)
 	if err != nil || len(recs) == 0 {
 		return err
@@ -197,7 +197,7 @@ func (o *Outbox) Enqueue(s *store.Store, ev Event) error {
 }
 
 // Pending counts the deliveries waiting in the store.
-func Pending(s *store.Store) int {
+func Pending(s store.Store) int {
 	return len(s.Records(recordPrefix))
 }
 

@@ -77,7 +77,7 @@ func (r *receiver) next(t *testing.T) delivery {
 	}
 }
 
-func openStore(t *testing.T, dir string) *store.Store {
+func openStore(t *testing.T, dir string) store.Store {
 	t.Helper()
 	s, err := store.Open(store.Options{Dir: dir, SnapshotInterval: -1})
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 // serve opens it with (background snapshots every 30s, the default
 // journal limit).
 type secautoPeer struct {
-	s *store.Store
+	s *store.FileStore
 }
 
 func (p *secautoPeer) open(dir string, n int) error {
