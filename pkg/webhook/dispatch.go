@@ -93,6 +93,15 @@ func (d *Dispatcher) Notify() {
 // behind a dead endpoint costs little while events keep arriving.
 const scanEvery = 100 * time.Millisecond
 
+// On a store shared by several nodes, each node rescans the outbox at
+// least this often, and a delivery is claimed for claimTTL (more than a
+// request's timeout) before it is attempted, so each event is sent by one
+// node at a time.
+const (
+	sharedScanEvery = 2 * time.Second
+	claimTTL        = time.Minute
+)
+
 // Run delivers until ctx is done, then waits for deliveries in flight.
 // Undelivered events stay in the store for the next Run.
 func (d *Dispatcher) Run(ctx context.Context) {
@@ -105,6 +114,11 @@ func (d *Dispatcher) Run(ctx context.Context) {
 			wait = max(scanEvery, next.Sub(d.Now()))
 		} else {
 			wait = time.Hour
+		}
+		if _, shared := d.Store.(store.Cluster); shared {
+			// Other nodes queue events too, and one that dies leaves
+			// its events for the others.
+			wait = min(wait, sharedScanEvery)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -128,6 +142,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 // the next one falls due (zero if none is waiting).
 func (d *Dispatcher) dispatch(ctx context.Context) time.Time {
 	recs := d.Store.Records(recordPrefix)
+	cl, shared := d.Store.(store.Cluster)
 	now := d.Now()
 	var next time.Time
 	d.mu.Lock()
@@ -139,7 +154,8 @@ func (d *Dispatcher) dispatch(ctx context.Context) time.Time {
 			continue
 		}
 		it := d.cache[r.Key]
-		if it == nil {
+		if it == nil || shared {
+			// Another node may have changed a shared record since.
 			it = new(item)
 			if err := json.Unmarshal(r.Value, it); err != nil {
 				d.Logger.Error("unreadable webhook outbox record left in place", "key", r.Key, "err", err.Error())
@@ -165,6 +181,15 @@ func (d *Dispatcher) dispatch(ctx context.Context) time.Time {
 				next = it.NextAt
 			}
 			continue
+		}
+		if shared {
+			ok, err := cl.ClaimRecord(r.Key, claimTTL)
+			if err != nil {
+				d.Logger.Error("cannot claim a webhook delivery on the shared store", "key", r.Key, "err", err.Error())
+			}
+			if !ok {
+				continue // another node is delivering it
+			}
 		}
 		d.inflight[r.Key] = true
 		d.busy[it.URL]++
