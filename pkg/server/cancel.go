@@ -59,6 +59,10 @@ func (s *Server) cancelJob(ctx context.Context, id string) (*job.Job, error) {
 			return j, nil
 		case errors.Is(err, errNotPending) && cur.Status.Terminal():
 			return nil, &conflictError{cur}
+		case errors.Is(err, errNotPending) && s.cluster != nil && s.queue.claimed(id) == nil:
+			// Running on another node: end it in the store, which tells
+			// that node to stop the run; its later writes are fenced off.
+			return s.cancelElsewhere(id)
 		case errors.Is(err, errNotPending):
 			// Running: a worker took it between the two looks; its claim
 			// is registered now.
@@ -68,4 +72,24 @@ func (s *Server) cancelJob(ctx context.Context, id string) (*job.Job, error) {
 		}
 	}
 	return nil, fmt.Errorf("job %s is running but no worker holds it; restart the server to recover it", id)
+}
+
+// cancelElsewhere records a job that another node runs as cancelled.
+func (s *Server) cancelElsewhere(id string) (*job.Job, error) {
+	var ended *job.Job
+	j, err := s.jobs.UpdateWith(id, func(j *job.Job) error {
+		if j.Status.Terminal() {
+			ended = j
+			return errNotPending
+		}
+		return j.Finish(job.Cancelled, errCancelled.Error(), time.Now())
+	}, s.jobEvents(""))
+	if ended != nil {
+		return nil, &conflictError{ended}
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.finished(j)
+	return j, nil
 }

@@ -70,7 +70,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, wait chan *job.J
 	// If the queue is closed (shutdown began after the job was stored), the
 	// job stays pending in the store and runs after the restart; the 202
 	// is still true.
-	s.queue.push(j.ID)
+	s.enqueue(j.ID)
 	return j, nil
 }
 

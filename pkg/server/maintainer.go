@@ -212,9 +212,45 @@ func (m *maintainer) anchor() {
 // due is decided under the maintainer's lock, so a run on request that
 // came first (an admin backup) moves the schedule on instead of being
 // followed by a second run.
+//
+// On a shared store the run is made under the cluster-wide lock of
+// maintenance, after reading the schedule again: another node may have
+// made the run since this one last looked, and then it is not due.
 func (m *maintainer) runIfDue(task maintTask) {
 	m.runMu.Lock()
 	defer m.runMu.Unlock()
+	cl, shared := m.st.(store.Cluster)
+	if !shared {
+		m.runDueLocked(task)
+		return
+	}
+	if m.dueLocked(task) {
+		ran, err := cl.Exclusive(maintenanceLock, func() error {
+			m.reload(task)
+			m.runDueLocked(task)
+			return nil
+		})
+		if err != nil {
+			m.log.Error("cannot take the maintenance lock of the shared store; retrying later", "task", task.name(), "error", err)
+		}
+		if !ran {
+			// Another node runs it now; its record moves the schedule on.
+			m.reload(task)
+		}
+	}
+}
+
+// maintenanceLock is the cluster-wide lock maintenance runs under.
+const maintenanceLock = "secauto.maintenance"
+
+func (m *maintainer) dueLocked(task maintTask) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.sched[task.name()]
+	return t.enabled() && !m.now().Before(t.next)
+}
+
+func (m *maintainer) runDueLocked(task maintTask) {
 	m.mu.Lock()
 	t := m.sched[task.name()]
 	due, last := t.enabled() && !m.now().Before(t.next), t.lastSuccess
@@ -222,6 +258,19 @@ func (m *maintainer) runIfDue(task maintTask) {
 	if due {
 		m.runLocked(task, "schedule", func(start time.Time) runResult { return task.run(start, last) })
 	}
+}
+
+// reload reads task's schedule record again, as another node may have
+// written it.
+func (m *maintainer) reload(task maintTask) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.sched[task.name()]
+	if err := t.load(m.st); err != nil {
+		m.log.Warn("the maintenance schedule record does not decode", "key", scheduleKeyPrefix+t.name, "error", err)
+		return
+	}
+	t.schedule(m.now())
 }
 
 // do makes one run of task, started by trigger, under the maintainer's

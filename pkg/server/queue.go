@@ -29,6 +29,8 @@ type jobQueue struct {
 	// what the store holds.
 	paused bool
 	closed bool
+	// done is closed by close, for waiters outside the queue's lock.
+	done chan struct{}
 }
 
 // claim is a job a worker has taken: the context it runs under and a
@@ -41,7 +43,7 @@ type claim struct {
 }
 
 func newJobQueue(base context.Context) *jobQueue {
-	q := &jobQueue{base: base, waiting: map[string]struct{}{}, running: map[string]*claim{}}
+	q := &jobQueue{base: base, waiting: map[string]struct{}{}, running: map[string]*claim{}, done: make(chan struct{})}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
@@ -81,11 +83,39 @@ func (q *jobQueue) pop() (*claim, bool) {
 	q.ids[0] = ""
 	q.ids = q.ids[1:]
 	delete(q.waiting, id)
+	return q.claimLocked(id), true
+}
+
+func (q *jobQueue) claimLocked(id string) *claim {
 	ctx, cancel := context.WithCancelCause(q.base)
 	c := &claim{id: id, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	q.running[id] = c
-	return c, true
+	return c
 }
+
+// adopt registers the claim of a job the store started for this process
+// (a shared store's Claim), even once the queue is closed: the job is
+// running and its worker must see it to its end.
+func (q *jobQueue) adopt(id string) *claim {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.waiting, id)
+	return q.claimLocked(id)
+}
+
+// waitOpen waits while the queue is paused, and reports false once it is
+// closed: what pop waits for, for workers that take jobs elsewhere.
+func (q *jobQueue) waitOpen() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.paused && !q.closed {
+		q.cond.Wait()
+	}
+	return !q.closed
+}
+
+// closedCh is closed once the queue is.
+func (q *jobQueue) closedCh() <-chan struct{} { return q.done }
 
 // release ends a claim: its context is cancelled and whoever waits on it
 // (a cancel request, a restore) is let go.
@@ -175,7 +205,10 @@ func (q *jobQueue) replace(ids []string) {
 // refuses everything.
 func (q *jobQueue) close() {
 	q.mu.Lock()
-	q.closed = true
+	if !q.closed {
+		q.closed = true
+		close(q.done)
+	}
 	q.mu.Unlock()
 	q.cond.Broadcast()
 }

@@ -69,7 +69,7 @@ func (s *Server) rerun(id string) (*job.Job, *apiError) {
 		return nil, s.storeError("store the rerun", err)
 	}
 	s.metrics.submitted.Inc()
-	s.queue.push(nj.ID)
+	s.enqueue(nj.ID)
 	s.watch.publishID(s.st, nj.RerunOf) // its reruns changed
 	s.log.Info("job rerun", "job_id", nj.ID, "rerun_of", nj.RerunOf)
 	return nj, nil

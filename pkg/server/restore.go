@@ -90,6 +90,16 @@ func (s *Server) restoreLocked(ctx context.Context, path string) (*restoreReport
 
 	unlock := s.keeper.lockJobs()
 	defer unlock()
+	if s.cluster != nil {
+		// A claim admitted while the jobs above stopped has registered
+		// by now: stop it too.
+		m, err := s.stopRunning(ctx)
+		n += m
+		rep.Interrupted = n
+		if err != nil {
+			return nil, &restoreStopError{running: n, err: err}
+		}
+	}
 	res, err := s.st.Restore(path, store.BackupOptions{Compress: s.backups.cfg.Compress})
 	if err != nil {
 		s.log.Error("restore failed", "from", path, "interrupted", n, "error", err)
@@ -114,7 +124,13 @@ func (s *Server) restoreLocked(ctx context.Context, path string) (*restoreReport
 	for _, j := range pending {
 		ids = append(ids, j.ID)
 	}
-	s.queue.replace(ids)
+	if s.cluster != nil {
+		// The store hands out the restored pending jobs itself.
+		s.queue.replace(nil)
+		s.wakes.fire()
+	} else {
+		s.queue.replace(ids)
+	}
 	replaced = true
 	s.watch.resyncAll() // every job may differ now, or be gone
 	rep.Queued = len(ids)

@@ -11,6 +11,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/secauto/secauto/pkg/store"
 	"github.com/secauto/secauto/pkg/webhook"
 )
@@ -45,9 +47,15 @@ func Run(ctx context.Context, o Options) error {
 	} else {
 		so.OnSnapshot = o.syncMetrics.observeSnapshot
 	}
+	var err error
 	host, _ := os.Hostname()
 	so.Owner = store.Owner{PID: os.Getpid(), Host: host, Command: "secauto serve", StartedAt: time.Now().UTC()}
-	st, err := store.Open(so)
+	var st store.Store
+	if o.OpenStore != nil {
+		st, err = o.OpenStore(so)
+	} else {
+		st, err = store.Open(so)
+	}
 	if err != nil {
 		return err
 	}
@@ -99,6 +107,28 @@ func Run(ctx context.Context, o Options) error {
 		return errors.Join(fmt.Errorf("record the API address in the lock file: %w", err), closeStore())
 	}
 
+	clusterCtx, stopCluster := context.WithCancel(context.Background())
+	clusterDone := make(chan struct{})
+	if s.cluster != nil {
+		node := store.Node{ID: nodeID(host), Host: host, PID: os.Getpid(), Address: addr, StartedAt: owner.StartedAt}
+		if err := s.cluster.Join(node, o.NodeLease); err != nil {
+			ln.Close()
+			stopCluster()
+			return errors.Join(fmt.Errorf("join the nodes sharing the store: %w", err), closeStore())
+		}
+		log.Info("joined the nodes sharing the store", "node", node.ID, "lease", o.NodeLease.String())
+		go func() {
+			defer close(clusterDone)
+			s.runCluster(clusterCtx, o.NodeLease)
+		}()
+	} else {
+		close(clusterDone)
+	}
+	defer func() {
+		stopCluster()
+		<-clusterDone
+	}()
+
 	s.Start()
 
 	hs := &http.Server{
@@ -149,6 +179,8 @@ func Run(ctx context.Context, o Options) error {
 	cancelHTTP()
 	<-httpDone
 
+	stopCluster()
+	<-clusterDone
 	if err := closeStore(); err != nil {
 		log.Error("closing the store failed", "error", err)
 		return errors.Join(runErr, err)
@@ -226,4 +258,14 @@ func dialAddress(a net.Addr) string {
 		}
 	}
 	return net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port))
+}
+
+// nodeID names this process among the nodes of a shared store: readable in
+// logs, and unique even when a node restarts on the same host with the same
+// pid.
+func nodeID(host string) string {
+	if host == "" {
+		host = "node"
+	}
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
 }

@@ -32,6 +32,8 @@ const (
 	DefaultWorkers         = 5
 	DefaultMaxBodyBytes    = 1 << 20
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultNodeLease is store.node_lease's default (SPEC §11).
+	DefaultNodeLease = 15 * time.Second
 )
 
 // Options configures Run and New.
@@ -39,6 +41,14 @@ type Options struct {
 	// Store opens the data directory. Run fills Owner (pid, host, command
 	// and, once listening, the API address); New ignores this field.
 	Store store.Options
+	// OpenStore opens another driver than the file driver, from Store's
+	// settings (the data directory is then where backups go); nil means
+	// store.Open.
+	OpenStore func(store.Options) (store.Store, error)
+	// NodeLease is how long this node may go without renewing its lease
+	// on a shared store before the others take it for dead (SPEC §11);
+	// zero means 15s.
+	NodeLease time.Duration
 	// Address is the IP or host name to listen on; empty means 127.0.0.1.
 	Address string
 	// Port to listen on; 0 picks any free port (the address is passed to
@@ -136,8 +146,13 @@ type Server struct {
 	ended endings
 	// jobs is where job changes are written: st, but for tests.
 	jobs jobWriter
-	// queue holds the pending jobs and the claims of the running ones.
+	// queue holds the pending jobs and the claims of the running ones;
+	// on a shared store (cluster.go) only the claims.
 	queue *jobQueue
+	// cluster is st when it is shared by several nodes, else nil; wakes
+	// reaches its idle workers.
+	cluster store.Cluster
+	wakes   *broadcast
 	// watch holds the GET /job/{id}/events streams' subscriptions.
 	watch *watchers
 	// keeper runs the cleaner's and backuper's runs and restores, one at
@@ -229,7 +244,12 @@ func New(st store.Store, o Options) (*Server, error) {
 	}
 	s.ended.seed(st, o.Now())
 	s.handler = s.routes()
-
+	s.wakes = newBroadcast()
+	if cl, ok := st.(store.Cluster); ok {
+		// The store hands out its pending jobs itself.
+		s.cluster = cl
+		return s, nil
+	}
 	pending, err := st.List(store.Filter{Statuses: []job.Status{job.Pending}, Oldest: true})
 	if err != nil {
 		return nil, fmt.Errorf("list pending jobs: %w", err)
@@ -238,6 +258,16 @@ func New(st store.Store, o Options) (*Server, error) {
 		s.queue.push(j.ID)
 	}
 	return s, nil
+}
+
+// enqueue queues a job just stored pending. On a shared store the store's
+// own notification wakes the workers of every node instead.
+func (s *Server) enqueue(id string) {
+	if s.cluster != nil {
+		s.wakes.fire()
+		return
+	}
+	s.queue.push(id)
 }
 
 func (o Options) withDefaults() Options {
@@ -261,6 +291,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.NodeLease <= 0 {
+		o.NodeLease = DefaultNodeLease
 	}
 	if o.syncMetrics == nil {
 		o.syncMetrics = newSyncMetrics()

@@ -11,8 +11,8 @@ import (
 	"github.com/secauto/secauto/pkg/store"
 )
 
-// worker runs queued jobs one after another. The end of a job is recorded
-// while the worker already starts the next one, so both changes share one
+// worker runs jobs one after another. The end of a job is recorded while
+// the worker already starts the next one, so both changes share one
 // journal fsync (group commit) instead of waiting for two in a row; a job's
 // end is still durable before it is reported, and a worker never has more
 // than one end waiting.
@@ -20,46 +20,58 @@ func (s *Server) worker() {
 	defer s.wg.Done()
 	var ending <-chan struct{}
 	for {
-		c, ok := s.queue.pop()
+		c, j, ok := s.nextJob()
 		if !ok {
 			break
 		}
-		ending = s.runJob(c, ending)
+		ending = s.runJob(c, j, ending)
 	}
 	if ending != nil {
 		<-ending
 	}
 }
 
-// runJob takes the claimed job from pending to a terminal state. The claim
-// was registered by the queue before the job starts, so a cancel request
-// always finds either the pending job in the store or its claim.
-// prev, if not nil, is closed once the previous job's end is durable; the
-// returned channel is closed once this job's is (or is prev when this job
-// did not run).
-func (s *Server) runJob(c *claim, prev <-chan struct{}) <-chan struct{} {
-	id := c.id
-	if c.ctx.Err() != nil {
-		// Shutting down, or a restore or cancel came first: the job stays
-		// pending in the store for whoever handles it.
-		s.queue.release(c)
-		return prev
+// nextJob waits for a job and starts it (pending → running, durably) with
+// its claim registered, so a cancel always finds either the pending job in
+// the store or its claim. It reports false once the queue is closed. A
+// shared store (cluster.go) hands out its own pending jobs.
+func (s *Server) nextJob() (*claim, *job.Job, bool) {
+	if s.cluster != nil {
+		return s.claimShared()
 	}
-	j, err := s.durably(c.ctx, "start the job", id, func() (*job.Job, error) {
-		return s.jobs.Update(id, func(j *job.Job) error { return j.Start(time.Now()) })
-	})
-	if err != nil {
-		s.queue.release(c)
-		// A job cancelled or deleted while it waited in the queue is not
-		// an error.
-		if !errors.Is(err, job.ErrTransition) && !errors.Is(err, store.ErrNotFound) && c.ctx.Err() == nil {
-			s.log.Error("cannot start job", "job_id", id, "error", err)
+	for {
+		c, ok := s.queue.pop()
+		if !ok {
+			return nil, nil, false
 		}
-		return prev
+		if c.ctx.Err() != nil {
+			// Shutting down, or a restore or cancel came first: the job
+			// stays pending in the store for whoever handles it.
+			s.queue.release(c)
+			continue
+		}
+		j, err := s.durably(c.ctx, "start the job", c.id, func() (*job.Job, error) {
+			return s.jobs.Update(c.id, func(j *job.Job) error { return j.Start(time.Now()) })
+		})
+		if err != nil {
+			s.queue.release(c)
+			// A job cancelled or deleted while it waited in the queue is
+			// not an error.
+			if !errors.Is(err, job.ErrTransition) && !errors.Is(err, store.ErrNotFound) && c.ctx.Err() == nil {
+				s.log.Error("cannot start job", "job_id", c.id, "error", err)
+			}
+			continue
+		}
+		return c, j, true
 	}
-	s.busy.Add(1)
+}
 
-	p := &progress{s: s, id: id, steps: j.Playbook, ctx: c.ctx}
+// runJob takes the started job j, claimed by c, to a terminal state.
+// prev, if not nil, is closed once the previous job's end is durable; the
+// returned channel is closed once this job's is.
+func (s *Server) runJob(c *claim, j *job.Job, prev <-chan struct{}) <-chan struct{} {
+	s.busy.Add(1)
+	p := &progress{s: s, id: j.ID, attempt: j.Attempts, steps: j.Playbook, ctx: c.ctx}
 	runErr := s.runner.Run(c.ctx, j.Playbook, j.Context, p.record)
 	status, msg := outcome(c.ctx, runErr)
 	s.busy.Add(-1)
@@ -75,6 +87,11 @@ func (s *Server) runJob(c *claim, prev <-chan struct{}) <-chan struct{} {
 	return done
 }
 
+// errFenced is the error of a write by a run that no longer owns its job:
+// another node recovered, cancelled or restarted it meanwhile. The run's
+// late writes are dropped, never laid over what was recorded since.
+var errFenced = errors.New("the job is no longer this run's")
+
 // progress records a running job's step results as the runner reports
 // them.
 //
@@ -84,10 +101,13 @@ func (s *Server) runJob(c *claim, prev <-chan struct{}) <-chan struct{} {
 // back and written with the final status in one update: nothing reports
 // them before that update is durable.
 type progress struct {
-	s     *Server
-	id    string
-	steps []job.Step
-	ctx   context.Context
+	s  *Server
+	id string
+	// attempt is the job's Attempts when this run started it: the fence
+	// every write of the run checks.
+	attempt int
+	steps   []job.Step
+	ctx     context.Context
 
 	recorded int
 	held     []job.Result
@@ -109,8 +129,8 @@ func (p *progress) record(res job.Result, jobCtx map[string]any) error {
 	// as if this one's result were kept.
 	_, err := p.s.durably(p.s.jobsCtx, "record a step result", p.id, func() (*job.Job, error) {
 		return p.s.jobs.Update(p.id, func(j *job.Job) error {
-			if j.Status != job.Running {
-				return fmt.Errorf("%w: job %s is %s, not running", job.ErrTransition, p.id, j.Status)
+			if err := p.fence(j); err != nil {
+				return err
 			}
 			j.Results = append(j.Results, res)
 			j.Context = jobCtx
@@ -130,6 +150,15 @@ func (p *progress) record(res job.Result, jobCtx map[string]any) error {
 // that names the limit, and skipped results for the steps after it. The
 // context is left as it was last recorded: a set step's change may be what
 // broke the limit. It returns the job's failure.
+// fence refuses a write to j unless j is still running the attempt this
+// run started.
+func (p *progress) fence(j *job.Job) error {
+	if j.Status != job.Running || j.Attempts != p.attempt {
+		return fmt.Errorf("%w: job %s is %s at attempt %d, this run started attempt %d", errFenced, p.id, j.Status, j.Attempts, p.attempt)
+	}
+	return nil
+}
+
 func (p *progress) failOnLimit(idx int, res job.Result, limitErr error) *playbook.StepError {
 	reason := limitReason(limitErr)
 	res.Status, res.Output, res.Error = job.StepFailed, nil, reason
@@ -166,6 +195,9 @@ func (s *Server) finish(p *progress, status job.Status, msg string, runErr error
 	end := func(status job.Status, msg string, held []job.Result, heldCtx map[string]any) (*job.Job, error) {
 		return s.durably(s.jobsCtx, "record the end of a job", p.id, func() (*job.Job, error) {
 			return s.jobs.UpdateWith(p.id, func(j *job.Job) error {
+				if err := p.fence(j); err != nil {
+					return err
+				}
 				if err := j.Finish(status, msg, time.Now()); err != nil {
 					return err
 				}
@@ -186,6 +218,15 @@ func (s *Server) finish(p *progress, status job.Status, msg string, runErr error
 	if errors.Is(err, job.ErrLimit) {
 		status, msg = job.Failed, "job end not recorded as it was: "+limitReason(err)
 		final, err = end(status, msg, nil, nil)
+	}
+	if errors.Is(err, errFenced) {
+		// Recorded elsewhere first (a cancel through another node, or a
+		// recovery after this node was taken for dead): that stands.
+		s.log.Warn("job was ended elsewhere while this node ran it; this run's end is dropped", "job_id", p.id, "attempt", p.attempt)
+		if cur, gerr := s.st.Get(p.id); gerr == nil && cur.Status.Terminal() {
+			s.answerWaiters(cur)
+		}
+		return
 	}
 	if err != nil {
 		// The job stays running in the store; the next start's recovery
@@ -230,6 +271,13 @@ func outcome(ctx context.Context, runErr error) (job.Status, string) {
 func (s *Server) finished(j *job.Job) {
 	s.metrics.jobFinished(j)
 	s.ended.add(j)
+	s.answerWaiters(j)
+	s.hooks.Notify()
+}
+
+// answerWaiters hands j, which has ended, to the POST /playbook clients
+// waiting for it.
+func (s *Server) answerWaiters(j *job.Job) {
 	s.mu.Lock()
 	ws := s.waiters[j.ID]
 	delete(s.waiters, j.ID)
@@ -237,5 +285,4 @@ func (s *Server) finished(j *job.Job) {
 	for _, w := range ws {
 		w <- j
 	}
-	s.hooks.Notify()
 }
