@@ -43,9 +43,30 @@ type BenchOptions struct {
 
 // benchTarget is the daemon a bench loads.
 type benchTarget struct {
-	base  string // scheme://host:port
+	base string // scheme://host:port
+	// more are further daemons sharing one store (several nodes): the
+	// requests go round base and them in turn.
+	more  []string
+	next  atomic.Uint64
 	token string
 	tls   *tls.Config
+}
+
+// pick returns the address of the daemon the next request goes to.
+func (t *benchTarget) pick() string {
+	if len(t.more) == 0 {
+		return t.base
+	}
+	n := t.next.Add(1) - 1
+	if i := n % uint64(len(t.more)+1); i > 0 {
+		return t.more[i-1]
+	}
+	return t.base
+}
+
+// name is every address loaded, for the report.
+func (t *benchTarget) name() string {
+	return strings.Join(append([]string{t.base}, t.more...), ",")
 }
 
 // NewCmdBench is "secauto bench".
@@ -74,7 +95,9 @@ whole jobs, from submission to their end.
 
 Without --url, the daemon is the one that holds the data directory (found
 through secauto.lock, as every command finds it), reached with the first of
-the configuration's server.auth_tokens. Every job submitted stays in the
+the configuration's server.auth_tokens. Several nodes sharing one PostgreSQL
+store are loaded together with --url A,B,C: requests go to each in turn.
+Every job submitted stays in the
 store's history like any other, until cleanup deletes it: run bench against a
 daemon whose history may hold them.
 ` + exitStatus("the daemon could not be loaded, or some requests failed (the figures\n       are printed all the same)")),
@@ -84,6 +107,9 @@ daemon whose history may hold them.
 
   # whole jobs, end to end, against a daemon given by its address
   secauto bench --url http://127.0.0.1:8080 --mode e2e -c 16 -n 2000
+
+  # three nodes on one PostgreSQL store, 64 clients in all
+  secauto bench --url http://10.0.0.1:8080,http://10.0.0.2:8080,http://10.0.0.3:8080 -c 64 -n 20000
 
   # 64 clients as fast as the daemon answers, for 30 seconds
   secauto bench -c 64 --duration 30s
@@ -116,7 +142,7 @@ daemon whose history may hold them.
 	fl.IntVarP(&opts.Requests, "requests", "n", 1000, "playbooks to submit (with --duration and no -n: no limit)")
 	fl.DurationVar(&opts.Duration, "duration", 0, "submit for this long instead of -n playbooks (with -n too: whichever ends first)")
 	fl.Float64Var(&opts.Rate, "rate", 0, "submit at a steady N per second, whatever the latency (default: as fast as the clients are answered)")
-	fl.StringVar(&opts.URL, "url", "", "the daemon's address, e.g. http://127.0.0.1:8080 (default: the daemon that holds the data directory)")
+	fl.StringVar(&opts.URL, "url", "", "the daemon's address, e.g. http://127.0.0.1:8080, or several nodes' separated by commas (default: the daemon that holds the data directory)")
 	fl.StringVar(&opts.Token, "token", "", "bearer token (default: the first of server.auth_tokens)")
 	fl.StringVar(&opts.Mode, "mode", "ack", "ack: acknowledged submissions; e2e: jobs run to their end")
 	fl.DurationVar(&opts.Timeout, "timeout", time.Minute, "how long one request may take")
@@ -155,11 +181,20 @@ func benchTargetFor(f *Factory) func(o *BenchOptions) (*benchTarget, error) {
 			}
 			return t, nil
 		}
-		u, err := url.Parse(o.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, usageErrorf("invalid --url %q: give the daemon's address, such as http://127.0.0.1:8080", o.URL)
+		var bases []string
+		var u *url.URL
+		for _, one := range strings.Split(o.URL, ",") {
+			var err error
+			u, err = url.Parse(strings.TrimSpace(one))
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return nil, usageErrorf("invalid --url %q: give the daemon's address, such as http://127.0.0.1:8080, or several nodes' separated by commas", one)
+			}
+			if len(bases) > 0 && !strings.HasPrefix(bases[0], u.Scheme+"://") {
+				return nil, usageErrorf("invalid --url %q: give the nodes all with http or all with https", o.URL)
+			}
+			bases = append(bases, u.Scheme+"://"+u.Host)
 		}
-		t := &benchTarget{base: u.Scheme + "://" + u.Host, token: o.Token}
+		t := &benchTarget{base: bases[0], more: bases[1:], token: o.Token}
 		if t.token != "" && u.Scheme == "http" {
 			return t, nil // nothing to take from the configuration
 		}
@@ -279,7 +314,7 @@ func benchRun(opts *BenchOptions) error {
 		bar:    bar,
 		path:   "/playbook/async",
 		want:   http.StatusAccepted,
-		res:    &BenchResult{URL: target.base, Mode: opts.Mode, Concurrency: conc, Rate: opts.Rate},
+		res:    &BenchResult{URL: target.name(), Mode: opts.Mode, Concurrency: conc, Rate: opts.Rate},
 	}
 	if opts.Mode == "e2e" {
 		b.path, b.want = "/playbook", http.StatusOK
@@ -440,7 +475,7 @@ func (b *benchState) openLoop(start time.Time, conc int) {
 // benchPost submits one playbook and checks the answer; in e2e mode it
 // returns the ended job's status.
 func benchPost(client *http.Client, t *benchTarget, path string, want int) (string, error) {
-	req, err := http.NewRequest(http.MethodPost, t.base+path, bytes.NewReader(benchBody))
+	req, err := http.NewRequest(http.MethodPost, t.pick()+path, bytes.NewReader(benchBody))
 	if err != nil {
 		return "", err
 	}

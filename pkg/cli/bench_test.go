@@ -210,3 +210,26 @@ func TestBenchRateFallsBehind(t *testing.T) {
 		t.Errorf("-c 1: exit %d, %+v\n%s%s", code, res, out, errOut)
 	}
 }
+
+// --url with several nodes' addresses sends the requests to each in turn.
+func TestBenchSeveralNodes(t *testing.T) {
+	t.Chdir(t.TempDir())
+	a, _ := startDaemon(t, "a", server.Options{})
+	b, _ := startDaemon(t, "b", server.Options{})
+	var res BenchResult
+	code, out, errOut := run(t, nil, "bench", "--url", "http://"+a+",http://"+b, "-c", "2", "-n", "10", "-o", "json")
+	if code != ExitOK || json.Unmarshal([]byte(out), &res) != nil || res.OK != 10 || res.URL != "http://"+a+",http://"+b {
+		t.Fatalf("bench on two nodes: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, dir := range []string{"a", "b"} {
+		var jobs []map[string]any
+		code, out, _ := run(t, nil, "--data-dir", dir, "jobs", "list", "-o", "json")
+		if code != ExitOK || json.Unmarshal([]byte(out), &jobs) != nil || len(jobs) != 5 {
+			t.Errorf("daemon on %s got %d of the 10 jobs, want 5", dir, len(jobs))
+		}
+	}
+	code, _, errOut = run(t, nil, "bench", "--url", "http://"+a+",https://"+b, "-n", "1")
+	if code != ExitUsage || !strings.Contains(errOut, "all with http or all with https") {
+		t.Errorf("mixed schemes: exit %d %q", code, errOut)
+	}
+}
