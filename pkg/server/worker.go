@@ -256,6 +256,9 @@ func outcome(ctx context.Context, runErr error) (job.Status, string) {
 		if errors.Is(cause, errRestoring) {
 			return job.Failed, errRestoring.Error()
 		}
+		if errors.Is(cause, errEndedElsewhere) {
+			return job.Failed, errEndedElsewhere.Error()
+		}
 		return job.Failed, errShutdown.Error()
 	}
 	var se *playbook.StepError
