@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -386,10 +387,27 @@ func (s *suite) update(t *testing.T) {
 		const n = 32
 		var wg sync.WaitGroup
 		errs := make(chan error, n)
+		// Each fn's first call waits (a little while, for drivers that
+		// lock the job meanwhile) for every other's: they all edit the
+		// same state then, and every update but one must be made again
+		// from the newer state.
+		var entered atomic.Int32
+		together := make(chan struct{})
 		for i := range n {
 			wg.Go(func() {
+				first := true
 				_, err := st.Update(j.ID, func(j *job.Job) error {
-					j.Results = append(j.Results, result(fmt.Sprintf("step-%02d", i), i))
+					if first {
+						first = false
+						if entered.Add(1) == n {
+							close(together)
+						}
+						select {
+						case <-together:
+						case <-time.After(200 * time.Millisecond):
+						}
+					}
+					j.Results = append(j.Results, result(fmt.Sprintf("step-%02d", i), float64(i)))
 					return nil
 				})
 				errs <- err

@@ -46,6 +46,7 @@ func (s *suite) records(t *testing.T) {
 			store.Record{Key: "webhook/b", Value: []byte(`{"n":2}`)},
 			store.Record{Key: "webhook/a", Value: []byte(`{"n":1}`)},
 			store.Record{Key: "webhookx", Value: []byte(`"not under webhook/"`)},
+			store.Record{Key: "old/webhook/c", Value: []byte(`"not under webhook/ either"`)},
 			store.Record{Key: "schedule/backup", Value: []byte(`"2025-01-01T00:00:00Z"`)},
 		)
 		if err != nil {
@@ -56,6 +57,7 @@ func (s *suite) records(t *testing.T) {
 			{Key: "webhook/b", Value: []byte(`{"n":2}`)},
 		})
 		sameRecords(t, "Records(\"\")", st.Records(""), []store.Record{
+			{Key: "old/webhook/c", Value: []byte(`"not under webhook/ either"`)},
 			{Key: "schedule/backup", Value: []byte(`"2025-01-01T00:00:00Z"`)},
 			{Key: "webhook/a", Value: []byte(`{"n":1}`)},
 			{Key: "webhook/b", Value: []byte(`{"n":2}`)},
