@@ -9,7 +9,9 @@
 //	}
 //
 // Every subtest gets a fresh, empty store and runs in parallel with the
-// others, so a driver's Open must hand out stores that share nothing.
+// others, so a driver's Open must hand out stores that share nothing. The
+// times the suite stores are UTC and whole microseconds, the precision of
+// PostgreSQL's timestamps; jobs read back are compared by their JSON.
 package storetest
 
 import (
@@ -58,9 +60,10 @@ type Driver struct {
 	Peer func(t *testing.T, s store.Store) store.Store
 
 	// Skip names subtests, by their path below Run (for example
-	// "Close/Reads"), that the driver is known to fail, with the reason:
-	// each is skipped with its reason as the message, so that a known
-	// fault is reported instead of hidden.
+	// "Close/Reads/Get"), that the driver is known to fail, with the
+	// reason: each is skipped with its reason as the message, so that a
+	// known fault is reported instead of hidden. An entry that names no
+	// subtest fails the run.
 	Skip map[string]string
 }
 
