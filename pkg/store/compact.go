@@ -102,6 +102,9 @@ func (s *FileStore) snapshotter() {
 
 // Snapshot compacts the journal into jobs.json now.
 func (s *FileStore) Snapshot() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
 	if s.w == nil {
 		return ErrReadOnly
 	}

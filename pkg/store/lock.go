@@ -72,6 +72,11 @@ func fillOwner(o Owner) Owner {
 // SetOwner updates what secauto.lock says about this process, typically the
 // API address once the daemon listens.
 func (s *FileStore) SetOwner(o Owner) error {
+	if s.closed.Load() {
+		// The lock is released: another process may hold it and its
+		// record now.
+		return ErrClosed
+	}
 	if s.w == nil {
 		return ErrReadOnly
 	}

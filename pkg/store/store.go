@@ -282,6 +282,11 @@ func (s *FileStore) releaseLock() error {
 
 // Get returns the job with this id, or the only job whose id starts with it.
 func (s *FileStore) Get(idOrPrefix string) (*job.Job, error) {
+	if s.closed.Load() {
+		// Once closed, another process may be changing the files: what
+		// is in memory is no answer.
+		return nil, ErrClosed
+	}
 	_, e, err := s.idx.get(idOrPrefix)
 	if err != nil {
 		return nil, err
@@ -292,6 +297,9 @@ func (s *FileStore) Get(idOrPrefix string) (*job.Job, error) {
 // List returns the jobs matching f, newest first (by creation time, then id)
 // unless f.Oldest.
 func (s *FileStore) List(f Filter) ([]*job.Job, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
 	items := s.idx.list(f)
 	out := make([]*job.Job, 0, len(items))
 	for _, it := range items {

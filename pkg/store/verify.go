@@ -81,6 +81,9 @@ func VerifyWith(dir string, o VerifyOptions) (*VerifyResult, error) {
 // last written (read while no snapshot replaces it), and every backup. It
 // takes the store's own locks instead of re-reading files being written.
 func (s *FileStore) Verify(o VerifyOptions) (*VerifyResult, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
 	// What Open found it also repaired (and logged); the files are checked
 	// as they are now.
 	res := &VerifyResult{Problems: []Problem{}}

@@ -34,12 +34,5 @@ func TestFileDriver(t *testing.T) {
 			}
 			return openFile(t, old.Dir())
 		},
-		Skip: map[string]string{
-			"Close/Reads/Get":       "file driver: Get after Close answers from memory instead of store.ErrClosed; once another process holds the directory, that answer is stale",
-			"Close/Reads/List":      "file driver: List after Close answers from memory instead of store.ErrClosed; once another process holds the directory, that answer is stale",
-			"Close/Reads/Verify":    "file driver: Verify after Close checks the files and reports ok instead of store.ErrClosed",
-			"Close/Writes/SetOwner": "file driver: SetOwner after Close returns nil and rewrites the owner record in secauto.lock although the lock was released, overwriting the record of the process that holds the directory now",
-			"Close/Writes/Snapshot": "file driver: Snapshot after Close returns the journal's \"journal closed\" error, which is not store.ErrClosed",
-		},
 	})
 }
