@@ -110,7 +110,10 @@ func (s *Server) handleAdminRotateKeys(w http.ResponseWriter, r *http.Request) {
 
 // setRecovery keeps the report of the recovery pass run before the server
 // was built, for GET /admin/recover.
-func (s *Server) setRecovery(r *store.RecoverResult) { s.recovered.Store(r) }
+func (s *Server) setRecovery(r *store.RecoverResult) {
+	s.recovered.Store(r)
+	s.metrics.recovered.Add(float64(r.FailedRunning + r.Requeued))
+}
 
 // recovery is the report setRecovery kept, nil when none was.
 func (s *Server) recovery() *store.RecoverResult { return s.recovered.Load() }

@@ -147,6 +147,7 @@ func (s *Server) rescueDead() {
 	}
 	for _, j := range jobs {
 		s.log.Warn("recovered job of a node that stopped renewing its lease", "job_id", j.ID, "to", string(j.Status), "attempts", j.Attempts)
+		s.metrics.recovered.Inc()
 		s.watch.publish(j)
 		if j.Status.Terminal() {
 			s.metrics.jobFinished(j)

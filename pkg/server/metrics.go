@@ -20,6 +20,9 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	submitted prometheus.Counter
+	// recovered counts jobs this node recovered (SPEC §5 step 3): at its
+	// start, and on a shared store those of dead nodes.
+	recovered prometheus.Counter
 	webhooks  *prometheus.CounterVec
 	// Maintenance (maintenance.go): runs by result, jobs cleanup deleted.
 	backups        *prometheus.CounterVec
@@ -42,6 +45,10 @@ func newMetrics(s *Server, o Options) *metrics {
 		submitted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "secauto_jobs_submitted_total",
 			Help: "Jobs accepted through the API.",
+		}),
+		recovered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "secauto_jobs_recovered_total",
+			Help: "Running jobs this node recovered after a crash: its own at start, and on a shared store those of nodes whose lease lapsed.",
 		}),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "secauto_webhook_deliveries_total",
@@ -68,7 +75,7 @@ func newMetrics(s *Server, o Options) *metrics {
 		m.cleanups.WithLabelValues(r)
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.submitted, m.webhooks,
+		m.requests, m.duration, m.submitted, m.recovered, m.webhooks,
 		m.backups, m.cleanups, m.cleanupDeleted, maintCollector{s},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "secauto_webhook_backlog",
