@@ -230,7 +230,9 @@ func (s *Store) Restore(path string, o store.BackupOptions) (_ *store.RestoreRes
 		return nil, fmt.Errorf("safety backup failed, nothing was restored: %w", err)
 	}
 	self := s.nodeID()
+	var own []string // this node's running jobs, replaced too
 	err = pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
+		own = own[:0]
 		// Writers wait until the restore is done, so none lands between
 		// the delete and the copy.
 		if _, err := tx.Exec(s.ctx, "LOCK TABLE secauto_jobs IN SHARE ROW EXCLUSIVE MODE"); err != nil {
@@ -250,6 +252,9 @@ func (s *Store) Restore(path string, o store.BackupOptions) (_ *store.RestoreRes
 			}
 			if status == string(job.Running) {
 				payloads = append(payloads, settledPayload(deref(node), id, self)...)
+				if self != "" && deref(node) == self {
+					own = append(own, id)
+				}
 			}
 		}
 		if err := rows.Err(); err != nil {
@@ -283,6 +288,9 @@ func (s *Store) Restore(path string, o store.BackupOptions) (_ *store.RestoreRes
 	s.mu.Lock()
 	clear(s.running)
 	s.mu.Unlock()
+	for _, id := range own {
+		s.deliver(id)
+	}
 	res := &store.RestoreResult{RestoredJobs: len(jobs), SafetyBackup: safety.Path}
 	s.o.Logger.Debug("store restored", "from", path, "jobs", res.RestoredJobs, "safety_backup", res.SafetyBackup)
 	return res, nil

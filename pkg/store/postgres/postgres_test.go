@@ -189,6 +189,7 @@ func TestLimitsAsTheFileDriver(t *testing.T) {
 	defer fs.Close()
 	big := newJob(1)
 	big.ID = "big"
+	big.CreatedAt = time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC) // the same size in both
 	big.Context["blob"] = strings.Repeat("x", 5000)
 	_, perr := s.Create(big)
 	_, ferr := fs.Create(big)
@@ -875,5 +876,35 @@ func TestPasswordNeverInErrors(t *testing.T) {
 		if strings.Contains(Redact(u), pw) {
 			t.Fatalf("Redact(%q) = %q", u, Redact(u))
 		}
+	}
+}
+
+func TestRestoreSettlesRunningJobs(t *testing.T) {
+	a, u := openTest(t)
+	join(t, a, "a", time.Hour)
+	b := openAt(t, u)
+	join(t, b, "b", time.Hour)
+	a.Create(newJob(1))
+	b.Create(newJob(2))
+	bk, err := b.Backup(store.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ja, _ := a.Claim(1, start)
+	jb, _ := b.Claim(1, start)
+	if len(ja) != 1 || len(jb) != 1 {
+		t.Fatal("claims failed")
+	}
+	if _, err := b.Restore(bk.Path, store.BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if id := waitFor(t, a.Settled(), 5*time.Second, "settled on the other node"); id != ja[0].ID {
+		t.Fatalf("a settled %s", id)
+	}
+	if id := waitFor(t, b.Settled(), 5*time.Second, "settled on the restoring node"); id != jb[0].ID {
+		t.Fatalf("b settled %s", id)
+	}
+	if st := b.Stats(); st.ByStatus[job.Pending] != 2 {
+		t.Fatalf("after restore: %+v", st)
 	}
 }
