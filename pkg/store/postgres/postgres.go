@@ -15,6 +15,19 @@
 // the node left (a shutdown that could not settle them) are then orphans,
 // which the next RescueDead of any node settles at once instead of after
 // the lease.
+//
+// What callers should know:
+//   - Node.ID names one process: a Join whose id has a row left by an
+//     earlier process takes it over and orphans that process's running jobs
+//     (the next RescueDead settles them). Two live processes must not share
+//     an id.
+//   - A node starts jobs through Claim, after Join. A job moved to running
+//     by Update on a store that has not joined has no node, and is an
+//     orphan to RescueDead.
+//   - Times are stored to the microsecond in the indexed columns (the doc
+//     keeps nanoseconds): two jobs created within one microsecond are
+//     listed by id.
+//   - Stats counts the jobs with one grouped query on each call.
 package postgres
 
 import (
