@@ -58,17 +58,27 @@ func (s *FileStore) Backup(o BackupOptions) (*BackupResult, error) {
 	if s.w == nil {
 		return nil, ErrReadOnly
 	}
-	res, err := s.files.writeBackup(s.idx.view().items, o, s.opts.Now())
+	res, err := s.files.backup(s.idx.view().items, o, s.opts.Now())
+	if err != nil {
+		return res, err
+	}
+	s.opts.Logger.Debug("backup created", "file", res.Path, "jobs", res.Jobs, "bytes", res.Size, "removed", len(res.Removed))
+	return res, nil
+}
+
+// backup writes a backup of items, then removes the oldest backups
+// beyond o.Keep.
+func (f *files) backup(items []keyed, o BackupOptions, now time.Time) (*BackupResult, error) {
+	res, err := f.writeBackup(items, o, now)
 	if err != nil {
 		return nil, err
 	}
 	if o.Keep > 0 {
-		res.Removed, err = s.files.pruneBackups(o.Keep)
+		res.Removed, err = f.pruneBackups(o.Keep)
 		if err != nil {
 			return res, fmt.Errorf("backup %s written, but removing old backups failed: %w", res.Path, err)
 		}
 	}
-	s.opts.Logger.Debug("backup created", "file", res.Path, "jobs", res.Jobs, "bytes", res.Size, "removed", len(res.Removed))
 	return res, nil
 }
 

@@ -43,27 +43,7 @@ func (s *FileStore) Create(j *job.Job) (*job.Job, error) {
 // completeNew fills in what a new job leaves out: id (when empty), the
 // creation time, pending, and empty playbook, context and results.
 func (s *FileStore) completeNew(j *job.Job, id string) *job.Job {
-	nj := *j
-	if nj.ID == "" {
-		nj.ID = id
-	}
-	if nj.CreatedAt.IsZero() {
-		nj.CreatedAt = s.opts.Now()
-	}
-	nj.CreatedAt = nj.CreatedAt.UTC()
-	if nj.Status == "" {
-		nj.Status = job.Pending
-	}
-	if nj.Playbook == nil {
-		nj.Playbook = []job.Step{}
-	}
-	if nj.Context == nil {
-		nj.Context = map[string]any{}
-	}
-	if nj.Results == nil {
-		nj.Results = []job.Result{}
-	}
-	return &nj
+	return CompleteNew(j, id, s.opts.Now)
 }
 
 // unchangedSince is the commit check of a change computed from the jobs in

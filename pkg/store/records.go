@@ -2,7 +2,6 @@ package store
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -41,15 +40,11 @@ func (s *FileStore) recordChanges(recs []Record) ([]*change, error) {
 	changes := make([]*change, 0, len(recs))
 	for i := range recs {
 		r := recs[i]
-		if r.Key == "" {
-			return nil, errors.New("record without key")
+		v, err := s.codec().SealRecord(r.Key, r.Value)
+		if err != nil {
+			return nil, err
 		}
-		if r.Value != nil && !json.Valid(r.Value) {
-			return nil, fmt.Errorf("record %q: value is not JSON", r.Key)
-		}
-		if r.Value != nil && s.opts.Keyring != nil {
-			r.Value = sealRecord(s.opts.Keyring, r.Key, r.Value)
-		}
+		r.Value = v
 		changes = append(changes, &change{id: r.Key, rec: &r})
 	}
 	return changes, nil

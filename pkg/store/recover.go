@@ -38,17 +38,10 @@ func (s *FileStore) Recover(o RecoverOptions) (*RecoverResult, error) {
 		return nil, err
 	}
 	for _, j := range running {
-		a := RecoverAction{JobID: j.ID, From: job.Running}
-		if j.OnInterrupt == job.OnInterruptRetry && j.AttemptsLeft() {
-			a.To = job.Pending
-			a.Reason = fmt.Sprintf("interrupted on attempt %d; recovered and queued again", j.Attempts)
+		a := PlanRecovery(j, now)
+		if a.To == job.Pending {
 			res.Requeued++
 		} else {
-			a.To = job.Failed
-			a.Reason = fmt.Sprintf("interrupted: secauto stopped while the job was running; marked failed by crash recovery at %s", now.Format(time.RFC3339))
-			if j.OnInterrupt == job.OnInterruptRetry {
-				a.Reason = fmt.Sprintf("interrupted on attempt %d with no attempts left; marked failed by crash recovery at %s", j.Attempts, now.Format(time.RFC3339))
-			}
 			res.FailedRunning++
 		}
 		res.Actions = append(res.Actions, a)
@@ -89,10 +82,7 @@ func (s *FileStore) settle(actions []RecoverAction, now time.Time, also func(*jo
 				continue
 			}
 			e, j, err := s.prepareUpdate(a.JobID, base, func(cur *job.Job) error {
-				if a.To == job.Pending {
-					return cur.Requeue()
-				}
-				return cur.Finish(job.Failed, a.Reason, now)
+				return a.Apply(cur, now)
 			})
 			if err != nil {
 				return nil, fmt.Errorf("recover job %s: %w", a.JobID, err)

@@ -150,57 +150,10 @@ func checkAll(res *VerifyResult, fsy fsys.FS, dir string, items []keyed, records
 	progress(1)
 	res.Jobs = len(items)
 	res.Records = len(records)
-	if o.CheckRecords != nil {
-		recs := make([]Record, 0, len(records))
-		missing := map[string]int{}
-		for _, k := range slices.Sorted(maps.Keys(records)) {
-			if id := recordKeyID(records[k]); id != "" && (o.Keyring == nil || !o.Keyring.Has(id)) {
-				missing[id]++
-				continue
-			}
-			v, err := openRecord(o.Keyring, k, records[k])
-			if err != nil {
-				add(Problem{File: filepath.Join(dir, RecordsFile), Message: err.Error()})
-				continue
-			}
-			recs = append(recs, Record{Key: k, Value: v})
-		}
-		for _, id := range slices.Sorted(maps.Keys(missing)) {
-			add(Problem{File: filepath.Join(dir, RecordsFile), MissingKeyID: id,
-				Message: fmt.Sprintf("%d records (webhook deliveries, maintenance schedule) are encrypted with key id %s, which is not configured; add that key to jobs.encryption_key_file to check and read them", missing[id], id)})
-		}
-		for _, msg := range o.CheckRecords(recs) {
-			add(Problem{File: filepath.Join(dir, RecordsFile), Message: msg})
-		}
-	}
-	berrs := make([]error, len(paths))
-	bprobs := make([][]Problem, len(paths))
-	forEachParallel(len(paths), func(i int) {
-		var jobs map[string]*entry
-		jobs, _, berrs[i] = readBackup(fsy, paths[i], true)
-		if berrs[i] == nil && len(keyIDsOf(maps.Values(jobs))) > 0 {
-			items := make([]keyed, 0, len(jobs))
-			for id, e := range jobs {
-				items = append(items, keyed{id, e})
-			}
-			bprobs[i] = checkJobs(paths[i], items, o.Keyring)
-		}
-	})
-	for i, err := range berrs {
-		progress(2 + i)
-		// A backup removed since it was listed (a daemon pruning old
-		// ones) is not a problem.
-		if err != nil && errors.Is(err, fs.ErrNotExist) && !fsys.Exists(fsy, paths[i]) {
-			continue
-		}
-		res.Backups++
-		if err != nil {
-			add(Problem{File: paths[i], Message: err.Error()})
-		}
-		for _, p := range bprobs[i] {
-			add(p)
-		}
-	}
+	res.Problems = append(res.Problems, checkRecords(filepath.Join(dir, RecordsFile), records, o)...)
+	n, problems := checkBackups(fsy, paths, o.Keyring, func(i int) { progress(2 + i) })
+	res.Backups += n
+	res.Problems = append(res.Problems, problems...)
 	res.OK = len(res.Problems) == 0
 }
 
@@ -238,4 +191,70 @@ func checkJobs(file string, items []keyed, kr *seal.Keyring) []Problem {
 		out = append(out, Problem{File: file, Message: msg, MissingKeyID: k})
 	}
 	return out
+}
+
+// checkRecords opens the records (of file) that o.Keyring can open and
+// has o.CheckRecords check them; the records sealed with keys it lacks are
+// reported once per key id.
+func checkRecords(file string, records map[string][]byte, o VerifyOptions) []Problem {
+	if o.CheckRecords == nil {
+		return nil
+	}
+	var out []Problem
+	add := func(p Problem) { out = append(out, p) }
+	recs := make([]Record, 0, len(records))
+	missing := map[string]int{}
+	for _, k := range slices.Sorted(maps.Keys(records)) {
+		if id := recordKeyID(records[k]); id != "" && (o.Keyring == nil || !o.Keyring.Has(id)) {
+			missing[id]++
+			continue
+		}
+		v, err := openRecord(o.Keyring, k, records[k])
+		if err != nil {
+			add(Problem{File: file, Message: err.Error()})
+			continue
+		}
+		recs = append(recs, Record{Key: k, Value: v})
+	}
+	for _, id := range slices.Sorted(maps.Keys(missing)) {
+		add(Problem{File: file, MissingKeyID: id,
+			Message: fmt.Sprintf("%d records (webhook deliveries, maintenance schedule) are encrypted with key id %s, which is not configured; add that key to jobs.encryption_key_file to check and read them", missing[id], id)})
+	}
+	for _, msg := range o.CheckRecords(recs) {
+		add(Problem{File: file, Message: msg})
+	}
+	return out
+}
+
+// checkBackups checks every backup of paths (their checksums and jobs, and
+// with kr their sealed fields), telling progress the index of each one done,
+// and returns how many it checked with the problems found.
+func checkBackups(fsy fsys.FS, paths []string, kr *seal.Keyring, progress func(i int)) (n int, out []Problem) {
+	berrs := make([]error, len(paths))
+	bprobs := make([][]Problem, len(paths))
+	forEachParallel(len(paths), func(i int) {
+		var jobs map[string]*entry
+		jobs, _, berrs[i] = readBackup(fsy, paths[i], true)
+		if berrs[i] == nil && len(keyIDsOf(maps.Values(jobs))) > 0 {
+			items := make([]keyed, 0, len(jobs))
+			for id, e := range jobs {
+				items = append(items, keyed{id, e})
+			}
+			bprobs[i] = checkJobs(paths[i], items, kr)
+		}
+	})
+	for i, err := range berrs {
+		progress(i)
+		// A backup removed since it was listed (a daemon pruning old
+		// ones) is not a problem.
+		if err != nil && errors.Is(err, fs.ErrNotExist) && !fsys.Exists(fsy, paths[i]) {
+			continue
+		}
+		n++
+		if err != nil {
+			out = append(out, Problem{File: paths[i], Message: err.Error()})
+		}
+		out = append(out, bprobs[i]...)
+	}
+	return n, out
 }
