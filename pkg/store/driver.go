@@ -70,7 +70,9 @@ type Cluster interface {
 	Join(n Node, lease time.Duration) error
 	// Claim starts up to max pending jobs, oldest first, that no other
 	// node is starting: each goes pending → running through start (which
-	// calls job.Start), its Node set to this node, in one transaction.
+	// calls job.Start), recorded as this node's, in one transaction. A job
+	// that cannot be read or started stays pending, is named to the
+	// store's OnUnreadable, and the next one is tried instead.
 	Claim(max int, start func(*job.Job) error) ([]*job.Job, error)
 	// Wake receives (coalesced) whenever a job may have become pending on
 	// any node.
@@ -87,7 +89,8 @@ type Cluster interface {
 	// and reports false without running it when another node holds it.
 	Exclusive(name string, fn func() error) (bool, error)
 	// ClaimRecord reserves the record key for this node for ttl (a
-	// webhook delivery), and reports false when another node holds it.
+	// webhook delivery), and reports false when another node holds it or
+	// no such record exists.
 	ClaimRecord(key string, ttl time.Duration) (bool, error)
 }
 

@@ -3,60 +3,16 @@ package postgres
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
-	"os"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/seal"
+	"github.com/secauto/secauto/pkg/store/postgres/pgtest"
 )
 
-// testURL returns the URL of a schema of its own for the test, created
-// now and dropped at its end, in the database $SECAUTO_TEST_POSTGRES_URL
-// names.
-func testURL(t testing.TB) string {
-	t.Helper()
-	base := os.Getenv("SECAUTO_TEST_POSTGRES_URL")
-	if base == "" {
-		t.Skip("the postgres driver's tests need a PostgreSQL server: set SECAUTO_TEST_POSTGRES_URL, e.g. SECAUTO_TEST_POSTGRES_URL='postgres://postgres@127.0.0.1:5432/test?sslmode=disable'")
-	}
-	var b [6]byte
-	rand.Read(b[:])
-	schema := "secauto_test_" + hex.EncodeToString(b[:])
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", Redact(base), err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+// testURL returns the URL of a schema of the test's own (pgtest).
+func testURL(t testing.TB) string { return pgtest.URL(t) }
 
 // openAt opens a store on u for the test, closed at its end.
 func openAt(t testing.TB, u string, edit ...func(*Options)) *Store {

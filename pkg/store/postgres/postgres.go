@@ -353,6 +353,9 @@ func (s *Store) Stats() store.Stats {
 // carries its host, pid and address.
 func (s *Store) SetOwner(o store.Owner) (err error) {
 	defer scrubErr(s.o.URL, &err)
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
 	s.mu.Lock()
 	s.owner = o
 	n := s.node
@@ -366,7 +369,12 @@ func (s *Store) SetOwner(o store.Owner) (err error) {
 }
 
 // Snapshot does nothing: the database is the store's compact form.
-func (s *Store) Snapshot() error { return nil }
+func (s *Store) Snapshot() error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return nil
+}
 
 // Close waits for the writes in flight, stops the background work and
 // deletes the node's row (see the package documentation).

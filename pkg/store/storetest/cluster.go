@@ -114,9 +114,12 @@ func (s *suite) cluster(t *testing.T) {
 		for _, j := range js {
 			sameJob(t, "a claimed job as Claim answered it", mustGet(t, st, j.ID), j)
 		}
-		boom := errors.New("boom")
-		if _, err := c.Claim(1, func(*job.Job) error { return boom }); !errors.Is(err, boom) {
-			t.Fatalf("Claim whose start fails: %v, want its error", err)
+		// A job that cannot be started is left pending and the others
+		// are still handed out: one bad job never stops the queue.
+		tried := 0
+		js, err = c.Claim(1, func(*job.Job) error { tried++; return errors.New("boom") })
+		if err != nil || len(js) != 0 || tried != 3 {
+			t.Fatalf("Claim whose start always fails: %d jobs, %v, after %d tries; want none, no error, 3 tries", len(js), err, tried)
 		}
 		if n := len(mustList(t, st, store.Filter{Statuses: []job.Status{job.Pending}})); n != 3 {
 			t.Fatalf("%d pending jobs after a failed Claim, want 3", n)
@@ -183,6 +186,12 @@ func (s *suite) cluster(t *testing.T) {
 		st := s.open(t)
 		c := clusterOf(t, st)
 		const ttl = 300 * time.Millisecond
+		if err := st.PutRecords(store.Record{Key: "webhook/1", Value: []byte(`{}`)}, store.Record{Key: "webhook/2", Value: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := c.ClaimRecord("webhook/none", ttl); ok || err != nil {
+			t.Fatalf("ClaimRecord of a record that does not exist: %v, %v; want false", ok, err)
+		}
 		ok, err := c.ClaimRecord("webhook/1", ttl)
 		if !ok || err != nil {
 			t.Fatalf("ClaimRecord of a free key: %v, %v", ok, err)
