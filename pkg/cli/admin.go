@@ -120,17 +120,26 @@ func adminFor(f *Factory, command string) func(lockMode) (Admin, error) {
 // another command (no daemon) is left to the offline Admin, beside which
 // reading works and writing stops with a *store.LockedError.
 func (f *Factory) openAdmin(command string, mode lockMode) (Admin, error) {
+	// A shared database needs no daemon between a command and the jobs:
+	// every node and command write it in transactions, and the data
+	// directory only receives backups.
+	shared := false
+	if cfg, err := f.Config(); err == nil && cfg.Store.Driver == "postgres" {
+		shared = true
+	}
 	find := f.existingStoreDir
-	if mode == creating {
+	if mode == creating || shared {
 		find = f.StoreDir
 	}
 	dir, err := find()
 	if err != nil {
 		return nil, err
 	}
-	d, err := findDaemon(dir, f.Config, f.Build.Version)
-	if err != nil {
-		return nil, err
+	var d *daemonClient
+	if !shared {
+		if d, err = findDaemon(dir, f.Config, f.Build.Version); err != nil {
+			return nil, err
+		}
 	}
 	if d != nil {
 		if mode != readOnly {

@@ -90,6 +90,9 @@ func (a *offlineAdmin) openStore(mode lockMode) (store.Store, error) {
 			StartedAt: a.now().UTC(),
 		}
 	}
+	if cfg.Store.Driver == "postgres" {
+		return openPostgres(cfg, opts)
+	}
 	s, err := store.Open(opts)
 	var locked *store.LockedError
 	if errors.As(err, &locked) {
@@ -227,7 +230,21 @@ func (a *offlineAdmin) Verify(_ context.Context, progress store.Progress) (*stor
 	if err != nil {
 		return nil, err
 	}
-	res, err := store.VerifyWith(a.dir, store.VerifyOptions{Progress: progress, CheckRecords: webhook.Check, Keyring: cfg.Jobs.Keyring})
+	vo := store.VerifyOptions{Progress: progress, CheckRecords: webhook.Check, Keyring: cfg.Jobs.Keyring}
+	if cfg.Store.Driver == "postgres" {
+		// The database answers under its own transactions, beside the
+		// nodes that write it.
+		var res *store.VerifyResult
+		err := a.with(readOnly, func(s store.Store) (err error) {
+			res, err = s.Verify(vo)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("cannot verify the job store: %w", err)
+		}
+		return res, nil
+	}
+	res, err := store.VerifyWith(a.dir, vo)
 	if err != nil {
 		return nil, fmt.Errorf("cannot verify %s: %w", a.dir, err)
 	}

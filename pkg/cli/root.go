@@ -91,6 +91,7 @@ Configuration is read from --config, else $SECAUTO_CONFIG, else
 		NewCmdVerify(f, nil),
 		NewCmdWebhooks(f),
 		NewCmdKeys(f),
+		NewCmdMigrate(f),
 	)
 	root.AddCommand(NewCmdCompletion(f), NewCmdVersion(f, nil))
 	return root

@@ -136,9 +136,10 @@ func serveOptions(opts *ServeOptions, cfg *config.Config, dir string) (server.Op
 	if err := so.CheckExposure(); err != nil {
 		return so, &configError{err}
 	}
-	if cfg.Store.Driver != config.DefaultStoreDriver {
-		return so, &configError{fmt.Errorf("store.driver %s is not available in this release; use %s", cfg.Store.Driver, config.DefaultStoreDriver)}
+	if cfg.Store.Driver == "postgres" {
+		so.OpenStore = func(o store.Options) (store.Store, error) { return openPostgres(cfg, o) }
 	}
+	so.NodeLease = cfg.Store.NodeLease.Duration()
 	// The certificate and key are read now, so a mistake in them stops
 	// the start with exit 2 instead of failing every connection.
 	tc, err := cfg.ServerTLS()
