@@ -48,6 +48,15 @@ func (b *broadcast) fire() {
 	b.mu.Unlock()
 }
 
+// queued is how many jobs wait to run: those of the local queue, or on a
+// shared store every pending job, whichever node takes it.
+func (s *Server) queued(byStatus map[job.Status]int) int {
+	if s.cluster != nil {
+		return byStatus[job.Pending]
+	}
+	return s.queue.len()
+}
+
 // claimShared waits until the store hands this node a pending job, started
 // by the claim itself, and registers its claim. It reports false once the
 // queue is closed.

@@ -99,7 +99,7 @@ func (s *Server) Stats() *StatsResponse {
 		UptimeSeconds:      time.Since(s.started).Seconds(),
 		Workers:            s.workers,
 		BusyWorkers:        s.busy.Load(),
-		QueueLength:        s.queue.len(),
+		QueueLength:        s.queued(byStatus),
 		WebhookBacklog:     webhook.Pending(s.st),
 		WebhookDeadLetters: webhook.DeadLetters(s.st),
 		ShuttingDown:       s.draining.Load(),
