@@ -46,6 +46,8 @@ type peerInfo struct {
 var peers = []peerInfo{
 	{name: "secauto", durability: "pkg/store as secauto serve opens it: every change appended to jobs.journal and fdatasynced before Create/Update return; concurrent writers share one write and one fsync (group commit)",
 		make: func(childConfig) peer { return &secautoPeer{} }},
+	{name: "secauto-pg", durability: "secauto's postgres driver (pgx, synchronous_commit=on on every connection): concurrent creates share one transaction (application group commit), a job is taken with Claim (FOR UPDATE SKIP LOCKED) and completed with Update, each acknowledged after its COMMIT; same database as river",
+		make: func(c childConfig) peer { return &secautoPGPeer{url: c.PostgresURL} }, otherPIDs: postgresPIDs},
 	{name: "sqlite", durability: "modernc.org/sqlite, journal_mode=WAL, synchronous=FULL (the WAL is fsynced at every commit); one transaction per change, writers take turns on one connection",
 		make: func(childConfig) peer { return &sqlitePeer{} }},
 	{name: "sqlite-group", durability: "as sqlite, but concurrent writers' changes are collected by an application group commit into one transaction (one WAL fsync), each acknowledged after its COMMIT",
