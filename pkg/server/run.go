@@ -130,6 +130,9 @@ func Run(ctx context.Context, o Options) error {
 	}()
 
 	s.Start()
+	gcStop := make(chan struct{})
+	defer close(gcStop)
+	go s.paceGC(gcStop)
 
 	hs := &http.Server{
 		Handler:           s.Handler(),
