@@ -103,5 +103,6 @@ func (s *Store) Claim(max int, start func(*job.Job) error) (_ []*job.Job, err er
 		s.member.stopped(started)
 		return nil, err
 	}
+	s.health.renewed(nil, lease) // in the transaction
 	return started, nil
 }

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -200,6 +201,7 @@ const renewSQL = `INSERT INTO secauto_nodes (id, host, pid, address, started_at,
 
 // renew keeps the node's lease, in database time. A row that was deleted
 // (the node was declared dead: its jobs were recovered) is inserted again.
+// Err says so while renewals fail.
 func (s *Store) renew(n store.Node, lease time.Duration) {
 	t := time.NewTicker(max(lease/3, 10*time.Millisecond))
 	defer t.Stop()
@@ -209,11 +211,17 @@ func (s *Store) renew(n store.Node, lease time.Duration) {
 			return
 		case <-t.C:
 		}
+		// A renewal that takes longer than the interval is as good as
+		// failed: the node may be taken for dead before it lands.
+		ctx, cancel := context.WithTimeout(s.ctx, max(lease/3, time.Second))
 		var inserted bool
-		err := s.pool.QueryRow(s.ctx, renewSQL, n.ID, n.Host, n.PID, n.Address, n.StartedAt, lease.Microseconds()).Scan(&inserted)
-		switch {
-		case s.ctx.Err() != nil:
+		err := s.pool.QueryRow(ctx, renewSQL, n.ID, n.Host, n.PID, n.Address, n.StartedAt, lease.Microseconds()).Scan(&inserted)
+		cancel()
+		if s.ctx.Err() != nil {
 			return
+		}
+		s.health.renewed(err, lease)
+		switch {
 		case err != nil:
 			scrubErr(s.o.URL, &err)
 			s.o.Logger.Warn("the node's lease could not be renewed", "node", n.ID, "err", err.Error())

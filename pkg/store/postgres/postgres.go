@@ -80,7 +80,8 @@ type Options struct {
 // It is a connection pool and the parts that run beside it, each in a file
 // of its own: the group commit of creates (commit.go), this process's place
 // in the cluster (node.go), the connection that hears the other nodes
-// (listen.go), what Err says (health.go) and the store's lifetime (life.go).
+// (listen.go), what Err says (health.go), and the store's lifetime
+// (life.go).
 type Store struct {
 	o       Options
 	pool    *pgxpool.Pool
@@ -93,6 +94,7 @@ type Store struct {
 	cancel context.CancelFunc
 	life   life
 
+	health  *health
 	creates *groupCommit
 	member  *membership
 	events  *listener
@@ -123,6 +125,8 @@ func Open(ctx context.Context, o Options) (_ *Store, err error) {
 	if err != nil {
 		return nil, err
 	}
+	h := &health{url: o.URL}
+	cfg.ConnConfig.Tracer = tracer{h}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, connectError(o.URL, err)
@@ -130,6 +134,7 @@ func Open(ctx context.Context, o Options) (_ *Store, err error) {
 	s := &Store{
 		o: o, pool: pool,
 		codec:  store.Codec{Keyring: o.Keyring, MaxJobBytes: o.MaxJobBytes},
+		health: h,
 		member: newMembership(),
 		events: newListener(cfg.ConnConfig),
 	}
