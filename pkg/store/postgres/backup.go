@@ -63,7 +63,8 @@ func (s *Store) backup(o store.BackupOptions) (*store.BackupResult, error) {
 // Restore replaces every job with those of the backup at path: it
 // verifies the file (its checksum when a .sha256 sidecar is beside it, and
 // every job against the job schema), writes a safety backup of the current
-// jobs, then swaps them in one transaction. Running jobs of the backup
+// jobs, swaps them in one transaction, and only then removes the backups
+// beyond o.Keep (as the file driver does). Running jobs of the backup
 // have no node here, so the next RescueDead recovers them; running jobs of
 // other nodes that the restore replaces are announced settled to them.
 func (s *Store) Restore(path string, o store.BackupOptions) (_ *store.RestoreResult, err error) {
@@ -77,7 +78,9 @@ func (s *Store) Restore(path string, o store.BackupOptions) (_ *store.RestoreRes
 	if err != nil {
 		return nil, fmt.Errorf("%s cannot be restored: %w", path, err)
 	}
-	safety, err := s.backup(store.BackupOptions{Compress: o.Compress, Keep: o.Keep, Progress: o.Progress})
+	// Old backups are pruned only once the restore committed: a restore
+	// that fails costs none of them.
+	safety, err := s.backup(store.BackupOptions{Compress: o.Compress, Progress: o.Progress})
 	if err != nil {
 		return nil, fmt.Errorf("safety backup failed, nothing was restored: %w", err)
 	}
@@ -142,6 +145,11 @@ func (s *Store) Restore(path string, o store.BackupOptions) (_ *store.RestoreRes
 		s.events.deliver(id, s.o.Logger)
 	}
 	res := &store.RestoreResult{RestoredJobs: len(jobs), SafetyBackup: safety.Path}
+	if o.Keep > 0 {
+		if _, err := s.backups.Prune(o.Keep); err != nil {
+			s.o.Logger.Warn("removing old backups failed", "err", err.Error())
+		}
+	}
 	s.o.Logger.Debug("store restored", "from", path, "jobs", res.RestoredJobs, "safety_backup", res.SafetyBackup)
 	return res, nil
 }

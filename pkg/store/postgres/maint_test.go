@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -228,5 +229,52 @@ func TestRotateKeys(t *testing.T) {
 	s.pool.QueryRow(context.Background(), "SELECT count(*) FROM secauto_jobs WHERE position('s3cr3t' in convert_from(doc, 'UTF8')) > 0").Scan(&plain)
 	if plain != 0 {
 		t.Fatal("a secret is stored in plain")
+	}
+}
+
+// A restore prunes old backups only once it committed: one that fails
+// keeps them all, and its safety backup beside them.
+func TestRestoreThatFailsKeepsOldBackups(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := openTest(t, func(o *Options) { o.Dir = dir })
+	s.Create(newJob(1))
+	backups := func() []string {
+		t.Helper()
+		bs, err := store.ListBackups(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, b := range bs {
+			out = append(out, filepath.Base(b.Path))
+		}
+		return out
+	}
+	first, err := s.Backup(store.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(store.BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The database refuses the restored rows, so the swap rolls back.
+	exec(t, s, `CREATE FUNCTION refuse_rows() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'refused by the test'; END$$`)
+	exec(t, s, `CREATE TRIGGER refuse_rows BEFORE INSERT ON secauto_jobs FOR EACH ROW EXECUTE FUNCTION refuse_rows()`)
+	if _, err := s.Restore(first.Path, store.BackupOptions{Keep: 1}); err == nil || !strings.Contains(err.Error(), "nothing was restored") {
+		t.Fatalf("restore into a database that refuses it: %v", err)
+	}
+	if got := backups(); len(got) != 3 {
+		t.Fatalf("after a failed restore with keep 1: backups %v, want the two old ones and the safety backup", got)
+	}
+	if st := s.Stats(); st.Jobs != 1 {
+		t.Fatalf("the failed restore changed the jobs: %+v", st)
+	}
+	exec(t, s, `DROP TRIGGER refuse_rows ON secauto_jobs`)
+	res, err := s.Restore(first.Path, store.BackupOptions{Keep: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := backups(); len(got) != 2 || got[0] != filepath.Base(res.SafetyBackup) {
+		t.Fatalf("after a restore with keep 2: backups %v, want the newest two, first %s", got, filepath.Base(res.SafetyBackup))
 	}
 }
