@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -381,5 +382,53 @@ func TestClaimRecord(t *testing.T) {
 	}
 	if recs := a.Records("webhook/"); len(recs) != 0 {
 		t.Fatalf("deleted record still there: %v", recs)
+	}
+}
+
+// lockHolder is the backend pid of the session holding s's lock name.
+func lockHolder(t *testing.T, s *Store, name string) int {
+	t.Helper()
+	var pid int
+	err := s.pool.QueryRow(context.Background(), `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)`, "secauto:"+s.schema+":"+name).Scan(&pid)
+	if err != nil {
+		t.Fatalf("who holds %s: %v", name, err)
+	}
+	return pid
+}
+
+// A lock whose session ends while its work runs is lost: another node
+// takes it, and the holder hears so when its work returns (and at once in
+// its log, when a ping finds the session gone first).
+func TestExclusiveLost(t *testing.T) {
+	for _, ping := range []time.Duration{time.Hour, 20 * time.Millisecond} {
+		t.Run(fmt.Sprint("ping every ", ping), func(t *testing.T) {
+			defer func(d time.Duration) { lockPing = d }(lockPing)
+			lockPing = ping
+			var log syncBuffer
+			a, u := openTest(t, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&log, nil)) })
+			b := openAt(t, u)
+			want := errors.New("the work's own error")
+			ok, err := a.Exclusive("cleanup", func() error {
+				exec(t, b, "SELECT pg_terminate_backend($1, 5000)", lockHolder(t, a, "cleanup"))
+				if ok, err := b.Exclusive("cleanup", func() error { return nil }); !ok || err != nil {
+					t.Errorf("another node while the lock's session is gone: %v %v, want it to take the lock", ok, err)
+				}
+				if ping < time.Second {
+					time.Sleep(5 * ping)
+				}
+				return want
+			})
+			if !ok || err == nil || !strings.Contains(err.Error(), `the cluster-wide lock "cleanup" was lost`) || !errors.Is(err, want) {
+				t.Fatalf("Exclusive after its session ended: %v %v", ok, err)
+			}
+			if logged := strings.Contains(log.String(), "lost the cluster-wide lock"); logged != (ping < time.Second) {
+				t.Errorf("logged the loss: %v, with a ping every %s\n%s", logged, ping, log.String())
+			}
+			// The store goes on: the lock is taken again on a new session.
+			if ok, err := a.Exclusive("cleanup", func() error { return nil }); !ok || err != nil {
+				t.Fatalf("taking the lock again: %v %v", ok, err)
+			}
+		})
 	}
 }
