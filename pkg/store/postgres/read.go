@@ -55,6 +55,7 @@ func (s *Store) find(ctx context.Context, q pgxQuerier, idOrPrefix string, idOnl
 	if err != nil {
 		return "", nil, err
 	}
+	defer rows.Close() // a failed Scan leaves them open, holding the connection
 	var matches []string
 	for rows.Next() {
 		var id string
