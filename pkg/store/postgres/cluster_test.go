@@ -432,3 +432,44 @@ func TestExclusiveLost(t *testing.T) {
 		})
 	}
 }
+
+func TestJoinOnceAtATime(t *testing.T) {
+	s, _ := openTest(t)
+	errs := make([]error, 4)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { errs[i] = s.Join(store.Node{ID: fmt.Sprintf("n%d", i)}, time.Hour) })
+	}
+	wg.Wait()
+	joined := 0
+	for _, err := range errs {
+		if err == nil {
+			joined++
+		}
+	}
+	var rows int
+	s.pool.QueryRow(context.Background(), "SELECT count(*) FROM secauto_nodes").Scan(&rows)
+	if joined != 1 || rows != 1 {
+		t.Fatalf("%d of 4 concurrent joins succeeded, %d node rows: %v", joined, rows, errs)
+	}
+}
+
+// A node declared dead joins again with what SetOwner said last.
+func TestRejoinKeepsTheOwner(t *testing.T) {
+	s, _ := openTest(t)
+	if err := s.Join(store.Node{ID: "n", Host: "h", PID: 1, Address: "http://old"}, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetOwner(store.Owner{Address: "http://new"}); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, s, "DELETE FROM secauto_nodes WHERE id = 'n'")
+	var host, address string
+	eventually(t, 5*time.Second, "joined again", func() bool {
+		err := s.pool.QueryRow(context.Background(), "SELECT host, address FROM secauto_nodes WHERE id = 'n'").Scan(&host, &address)
+		return err == nil
+	})
+	if host != "h" || address != "http://new" {
+		t.Fatalf("joined again as host %q, address %q; want h, http://new", host, address)
+	}
+}

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,9 +29,9 @@ type membership struct {
 	self string
 
 	mu      sync.Mutex
+	joining bool        // a Join is under way
 	node    *store.Node // set by Join
 	lease   time.Duration
-	owner   store.Owner
 	running map[string]int // id → attempt
 }
 
@@ -63,15 +64,41 @@ func (m *membership) claimant() string {
 	return m.self
 }
 
-// setOwner records o and returns the node's id ("" before Join).
+// setOwner records o in the node (what o leaves empty stays), for the
+// row the renewal inserts again, and returns the node's id ("" before
+// Join).
 func (m *membership) setOwner(o store.Owner) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.owner = o
 	if m.node == nil {
 		return ""
 	}
-	return m.node.ID
+	n := *m.node
+	n.Host = cmp.Or(o.Host, n.Host)
+	n.PID = cmp.Or(o.PID, n.PID)
+	n.Address = cmp.Or(o.Address, n.Address)
+	m.node = &n
+	return n.ID
+}
+
+// reserve lets one Join at a time through; done(n, lease) ends it,
+// joined when n is not nil.
+func (m *membership) reserve() (done func(n *store.Node, lease time.Duration), err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.node != nil:
+		return nil, fmt.Errorf("this store already joined as node %s", m.node.ID)
+	case m.joining:
+		return nil, errors.New("this store is already joining")
+	}
+	m.joining = true
+	return func(n *store.Node, lease time.Duration) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.joining = false
+		m.node, m.lease = n, lease
+	}, nil
 }
 
 // runs records jobs this node started. It is called before their
@@ -159,8 +186,9 @@ func (s *Store) Join(n store.Node, lease time.Duration) (err error) {
 		return err
 	}
 	defer done()
-	if id := s.member.id(); id != "" {
-		return fmt.Errorf("this store already joined as node %s", id)
+	joined, err := s.member.reserve()
+	if err != nil {
+		return err
 	}
 	err = pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(s.ctx, "UPDATE secauto_jobs SET node = NULL, version = nextval('secauto_jobs_version') WHERE node = $1 AND status = 'running'", n.ID)
@@ -178,13 +206,11 @@ func (s *Store) Join(n store.Node, lease time.Duration) (err error) {
 		return err
 	})
 	if err != nil {
+		joined(nil, 0)
 		return err
 	}
-	s.member.mu.Lock()
-	s.member.node = &n
-	s.member.lease = lease
-	s.member.mu.Unlock()
-	s.life.spawn(func() { s.renew(n, lease) })
+	joined(&n, lease)
+	s.life.spawn(func() { s.renew(lease) })
 	s.startListener()
 	select {
 	case <-s.events.ready:
@@ -202,7 +228,7 @@ const renewSQL = `INSERT INTO secauto_nodes (id, host, pid, address, started_at,
 // renew keeps the node's lease, in database time. A row that was deleted
 // (the node was declared dead: its jobs were recovered) is inserted again.
 // Err says so while renewals fail.
-func (s *Store) renew(n store.Node, lease time.Duration) {
+func (s *Store) renew(lease time.Duration) {
 	t := time.NewTicker(max(lease/3, 10*time.Millisecond))
 	defer t.Stop()
 	for {
@@ -214,6 +240,7 @@ func (s *Store) renew(n store.Node, lease time.Duration) {
 		// A renewal that takes longer than the interval is as good as
 		// failed: the node may be taken for dead before it lands.
 		ctx, cancel := context.WithTimeout(s.ctx, max(lease/3, time.Second))
+		n, _ := s.member.joined() // its latest owner
 		var inserted bool
 		err := s.pool.QueryRow(ctx, renewSQL, n.ID, n.Host, n.PID, n.Address, n.StartedAt, lease.Microseconds()).Scan(&inserted)
 		cancel()
