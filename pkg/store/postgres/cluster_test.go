@@ -473,3 +473,18 @@ func TestRejoinKeepsTheOwner(t *testing.T) {
 		t.Fatalf("joined again as host %q, address %q; want h, http://new", host, address)
 	}
 }
+
+// Wake and Settled may be called while the store closes. (The window in
+// which a listener could start after Close waited for the goroutines is
+// too narrow for this to hit reliably; it runs the path under -race.)
+func TestWakeWhileClosing(t *testing.T) {
+	u := testURL(t)
+	for range 20 {
+		s := openAt(t, u)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.Wake() })
+		wg.Go(func() { s.Settled() })
+		s.Close()
+		wg.Wait()
+	}
+}

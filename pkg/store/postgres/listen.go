@@ -59,21 +59,28 @@ func (l *listener) deliver(id string, log *slog.Logger) {
 // Wake receives (coalesced) whenever a job may have become pending on any
 // node, and after the notification connection was lost and restored.
 func (s *Store) Wake() <-chan struct{} {
-	s.startListener()
+	s.listenSoon()
 	return s.events.wake
 }
 
 // Settled receives the id of a job this node runs that another node (or
 // process) ended: cancelled, deleted, restored over or recovered.
 func (s *Store) Settled() <-chan string {
-	s.startListener()
+	s.listenSoon()
 	return s.events.settled
 }
 
-func (s *Store) startListener() {
-	if s.life.closed.Load() || s.o.ReadOnly {
-		return
+// listenSoon starts the listener unless the store is closed or read-only.
+func (s *Store) listenSoon() {
+	if done, err := s.begin(); err == nil {
+		s.startListener()
+		done()
 	}
+}
+
+// startListener starts the listener once. The caller holds the store
+// open, so that no listener starts after Close waited for the goroutines.
+func (s *Store) startListener() {
 	s.events.once.Do(func() { s.life.spawn(s.listen) })
 }
 
