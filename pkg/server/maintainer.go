@@ -230,7 +230,10 @@ func (m *maintainer) runIfDue(task maintTask) {
 			m.runDueLocked(task)
 			return nil
 		})
-		if err != nil {
+		switch {
+		case err != nil && ran:
+			m.log.Error("the maintenance lock of the shared store was lost while the task ran; another node may have run it too", "task", task.name(), "error", err)
+		case err != nil:
 			m.log.Error("cannot take the maintenance lock of the shared store; retrying later", "task", task.name(), "error", err)
 		}
 		if !ran {

@@ -239,6 +239,11 @@ func (b *Backups) Write(jobs []StoredJob, o BackupOptions, now time.Time) (*Back
 	return b.f.backup(keyedOf(jobs), o, now)
 }
 
+// Prune removes the oldest backups beyond keep, and returns their paths.
+func (b *Backups) Prune(keep int) ([]string, error) {
+	return b.f.pruneBackups(keep)
+}
+
 // ReadBackupFile verifies a file offered for a restore as Restore does (its
 // checksum when a .sha256 sidecar is beside it, every job against the job
 // schema) and returns its jobs.

@@ -83,7 +83,7 @@ func (s *Store) PutRecords(recs ...store.Record) (err error) {
 // key, their values opened when sealed. A record that cannot be read (or
 // a database that does not answer) is logged and left out.
 func (s *Store) Records(prefix string) []store.Record {
-	if s.closed.Load() {
+	if s.life.closed.Load() {
 		return nil
 	}
 	rows, err := s.pool.Query(s.ctx, "SELECT key, value FROM secauto_records WHERE key LIKE $1 ESCAPE '\\' ORDER BY key", likePrefix(prefix))
@@ -126,17 +126,9 @@ func (s *Store) ClaimRecord(key string, ttl time.Duration) (_ bool, err error) {
 	defer done()
 	tag, err := s.pool.Exec(s.ctx, `UPDATE secauto_records SET claimed_by = $2, claimed_until = now() + $3 * interval '1 microsecond'
 		WHERE key = $1 AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = $2)`,
-		key, s.claimant(), ttl.Microseconds())
+		key, s.member.claimant(), ttl.Microseconds())
 	if err != nil {
 		return false, err
 	}
 	return tag.RowsAffected() == 1, nil
-}
-
-// claimant names this process in claims: its node once joined.
-func (s *Store) claimant() string {
-	if id := s.nodeID(); id != "" {
-		return id
-	}
-	return s.self
 }

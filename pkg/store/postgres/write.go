@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -16,286 +13,6 @@ import (
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/store"
 )
-
-const (
-	// committers is how many group commits may be under way at once.
-	committers = 2
-	// maxBatch and maxBatchBytes bound one group commit.
-	maxBatch      = 512
-	maxBatchBytes = 16 << 20
-)
-
-// pgxQuerier is what a pool, a connection and a transaction share.
-type pgxQuerier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-type createReq struct {
-	j    *job.Job
-	doc  []byte
-	done chan error
-}
-
-// Create stores a new job once it is durable. An empty ID gets a UUIDv7, a
-// zero CreatedAt the current time, an empty Status pending. Concurrent
-// creates share one transaction.
-func (s *Store) Create(j *job.Job) (_ *job.Job, err error) {
-	defer scrubErr(s.o.URL, &err)
-	id := j.ID
-	if id == "" {
-		u, err := uuid.NewV7()
-		if err != nil {
-			return nil, err
-		}
-		id = u.String()
-	}
-	nj := store.CompleteNew(j, id, s.o.Now)
-	doc, err := s.codec.EncodeJob(nj)
-	if err != nil {
-		return nil, err
-	}
-	done, err := s.begin()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	r := &createReq{j: nj, doc: doc, done: make(chan error, 1)}
-	s.creates <- r
-	if err := <-r.done; err != nil {
-		return nil, err
-	}
-	return nj, nil
-}
-
-// committer gathers the creates queued while the previous transaction
-// committed into the next one.
-func (s *Store) committer() {
-	defer s.wg.Done()
-	for {
-		var first *createReq
-		select {
-		case first = <-s.creates:
-		case <-s.ctx.Done():
-			return
-		}
-		batch, size := []*createReq{first}, len(first.doc)
-	gather:
-		for len(batch) < maxBatch && size < maxBatchBytes {
-			select {
-			case r := <-s.creates:
-				batch = append(batch, r)
-				size += len(r.doc)
-			default:
-				break gather
-			}
-		}
-		s.commitCreates(batch)
-	}
-}
-
-func (s *Store) commitCreates(batch []*createReq) {
-	seen := make(map[string]bool, len(batch))
-	var (
-		todo                         []*createReq
-		ids, statuses, keyIDs, nodes []string
-		created                      []time.Time
-		completed                    []*time.Time
-		attempts                     []int32
-		docs                         [][]byte
-		pending                      bool
-		nodeID                       = s.nodeID()
-	)
-	for _, r := range batch {
-		if seen[r.j.ID] {
-			r.done <- fmt.Errorf("%w: %s", store.ErrExists, r.j.ID)
-			continue
-		}
-		seen[r.j.ID] = true
-		todo = append(todo, r)
-		ids = append(ids, r.j.ID)
-		statuses = append(statuses, string(r.j.Status))
-		created = append(created, r.j.CreatedAt)
-		completed = append(completed, r.j.CompletedAt)
-		attempts = append(attempts, int32(r.j.Attempts))
-		node := ""
-		if r.j.Status == job.Running {
-			node = nodeID
-		}
-		nodes = append(nodes, node)
-		keyIDs = append(keyIDs, s.codec.KeyID())
-		docs = append(docs, r.doc)
-		pending = pending || r.j.Status == job.Pending
-	}
-	if len(todo) == 0 {
-		return
-	}
-	// A batch runs as one implicit transaction: the insert and the
-	// notification commit together or not at all.
-	b := &pgx.Batch{}
-	inserted := map[string]bool{}
-	b.Queue(`INSERT INTO secauto_jobs (id, status, created_at, completed_at, attempt, node, key_id, doc)
-		SELECT u.id, u.status, u.created_at, u.completed_at, u.attempt, nullif(u.node, ''), u.key_id, u.doc
-		FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int[], $6::text[], $7::text[], $8::bytea[])
-			AS u(id, status, created_at, completed_at, attempt, node, key_id, doc)
-		ON CONFLICT (id) DO NOTHING RETURNING id`,
-		ids, statuses, created, completed, attempts, nodes, keyIDs, docs).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			inserted[id] = true
-		}
-		return rows.Err()
-	})
-	if pending {
-		b.Queue("SELECT pg_notify($1, '')", notifyChannel)
-	}
-	err := s.pool.SendBatch(s.ctx, b).Close()
-	if err == nil {
-		s.createTxns.Add(1)
-		s.createJobs.Add(int64(len(inserted)))
-	}
-	for _, r := range todo {
-		switch {
-		case err != nil:
-			r.done <- err
-		case !inserted[r.j.ID]:
-			r.done <- fmt.Errorf("%w: %s", store.ErrExists, r.j.ID)
-		default:
-			r.done <- nil
-		}
-	}
-}
-
-func (s *Store) readable() error {
-	if s.closed.Load() {
-		return store.ErrClosed
-	}
-	return nil
-}
-
-// Get returns the job with this id, or the only job whose id starts with
-// it (store.ErrAmbiguous when several do, store.ErrNotFound when none).
-func (s *Store) Get(idOrPrefix string) (_ *job.Job, err error) {
-	defer scrubErr(s.o.URL, &err)
-	if err := s.readable(); err != nil {
-		return nil, err
-	}
-	id, doc, err := s.find(s.ctx, s.pool, idOrPrefix, false)
-	if err != nil {
-		return nil, err
-	}
-	return s.codec.DecodeJob(id, doc)
-}
-
-// find resolves an id or unique prefix to the id and doc of one job; with
-// idOnly it reads no doc.
-func (s *Store) find(ctx context.Context, q pgxQuerier, idOrPrefix string, idOnly bool) (string, []byte, error) {
-	if idOrPrefix == "" {
-		return "", nil, fmt.Errorf("%w: empty id", store.ErrNotFound)
-	}
-	col := "doc"
-	if idOnly {
-		col = "''::bytea"
-	}
-	var doc []byte
-	err := q.QueryRow(ctx, "SELECT "+col+" FROM secauto_jobs WHERE id = $1", idOrPrefix).Scan(&doc)
-	if err == nil {
-		return idOrPrefix, doc, nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return "", nil, err
-	}
-	rows, err := q.Query(ctx, "SELECT id, "+col+" FROM secauto_jobs WHERE id LIKE $1 ESCAPE '\\' ORDER BY id LIMIT 6", likePrefix(idOrPrefix))
-	if err != nil {
-		return "", nil, err
-	}
-	var matches []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id, &doc); err != nil {
-			return "", nil, err
-		}
-		matches = append(matches, id)
-	}
-	if err := rows.Err(); err != nil {
-		return "", nil, err
-	}
-	switch len(matches) {
-	case 0:
-		return "", nil, fmt.Errorf("%w: %s", store.ErrNotFound, idOrPrefix)
-	case 1:
-		return matches[0], doc, nil
-	}
-	if len(matches) > 5 {
-		matches = append(matches[:5], "…")
-	}
-	return "", nil, fmt.Errorf("%w: %q matches %s", store.ErrAmbiguous, idOrPrefix, strings.Join(matches, ", "))
-}
-
-func likePrefix(p string) string {
-	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-	return r.Replace(p) + "%"
-}
-
-// List returns the jobs matching f, newest first (by creation time, then
-// id) unless f.Oldest. A job that cannot be read is left out and named
-// (Options.OnUnreadable).
-func (s *Store) List(f store.Filter) (_ []*job.Job, err error) {
-	defer scrubErr(s.o.URL, &err)
-	if err := s.readable(); err != nil {
-		return nil, err
-	}
-	var where []string
-	var args []any
-	if len(f.Statuses) > 0 {
-		sts := make([]string, len(f.Statuses))
-		for i, st := range f.Statuses {
-			sts[i] = string(st)
-		}
-		args = append(args, sts)
-		where = append(where, "status = ANY($"+strconv.Itoa(len(args))+")")
-	}
-	if !f.Since.IsZero() {
-		args = append(args, f.Since)
-		where = append(where, "created_at >= $"+strconv.Itoa(len(args)))
-	}
-	q := "SELECT id, doc FROM secauto_jobs"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	if f.Oldest {
-		q += " ORDER BY created_at, id"
-	} else {
-		q += " ORDER BY created_at DESC, id DESC"
-	}
-	if f.Limit > 0 {
-		args = append(args, f.Limit)
-		q += " LIMIT $" + strconv.Itoa(len(args))
-	}
-	rows, err := s.pool.Query(s.ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []*job.Job{}
-	for rows.Next() {
-		var id string
-		var doc []byte
-		if err := rows.Scan(&id, &doc); err != nil {
-			return nil, err
-		}
-		j, err := s.codec.DecodeJob(id, doc)
-		if err != nil {
-			s.logUnreadable(id, err)
-			continue
-		}
-		out = append(out, j)
-	}
-	return out, rows.Err()
-}
 
 // Update applies fn to the job's newest state and stores the result; see
 // UpdateWith.
@@ -358,7 +75,7 @@ func (s *Store) UpdateWith(id string, fn func(*job.Job) error, also func(*job.Jo
 		if !ok {
 			continue
 		}
-		s.track(j, from)
+		s.member.track(j, from)
 		return j, nil
 	}
 }
@@ -381,7 +98,7 @@ func (s *Store) jobWrite(j *job.Job, from job.Status, node string) (*jobWrite, e
 		return nil, err
 	}
 	w := &jobWrite{j: j, doc: doc, node: node}
-	self := s.nodeID()
+	self := s.member.id()
 	switch {
 	case j.Status == job.Pending:
 		w.node = ""
@@ -448,19 +165,6 @@ func notify(ctx context.Context, tx pgx.Tx, payloads ...string) error {
 	return nil
 }
 
-// track keeps the set of jobs this node runs (for Settled after a lost
-// connection) up to date with a change this node made.
-func (s *Store) track(j *job.Job, from job.Status) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case j.Status == job.Running && from != job.Running && s.node != nil:
-		s.running[j.ID] = j.Attempts
-	case j.Status != job.Running:
-		delete(s.running, j.ID)
-	}
-}
-
 func deref(p *string) string {
 	if p == nil {
 		return ""
@@ -477,7 +181,7 @@ func (s *Store) Delete(id string) (err error) {
 		return err
 	}
 	defer done()
-	self := s.nodeID()
+	self := s.member.id()
 	err = pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
 		var status string
 		var node *string
@@ -494,9 +198,7 @@ func (s *Store) Delete(id string) (err error) {
 		return nil
 	})
 	if err == nil {
-		s.mu.Lock()
-		delete(s.running, id)
-		s.mu.Unlock()
+		s.member.forget(id)
 	}
 	return err
 }
@@ -556,7 +258,7 @@ func (s *Store) Rerun(idOrPrefix string, next func(orig *job.Job) (*job.Job, err
 		}
 		nnode := ""
 		if nj.Status == job.Running {
-			nnode = s.nodeID()
+			nnode = s.member.id()
 		}
 		tag, err := tx.Exec(s.ctx, `INSERT INTO secauto_jobs (id, status, created_at, completed_at, attempt, node, key_id, doc)
 			VALUES ($1, $2, $3, $4, $5, nullif($6, ''), $7, $8) ON CONFLICT (id) DO NOTHING`,
