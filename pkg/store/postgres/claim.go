@@ -11,8 +11,12 @@ import (
 
 // Claim starts up to max pending jobs, oldest first, that no other node is
 // claiming (FOR UPDATE SKIP LOCKED): each goes through start, its node set
-// to this one, all in one transaction that also renews the node's lease.
-// A pending job that cannot be read or started is logged and left alone.
+// to this one, all in one transaction. A node whose lease has lapsed claims
+// nothing until its renewal has joined it again: the others may be
+// recovering its jobs. The lease is only read here, never written: every
+// worker of a node claims, and writing the node's row in each claim would
+// make them queue on its lock. A pending job that cannot be read or started
+// is logged and left alone.
 func (s *Store) Claim(max int, start func(*job.Job) error) (_ []*job.Job, err error) {
 	defer scrubErr(s.o.URL, &err)
 	if max <= 0 {
@@ -23,13 +27,15 @@ func (s *Store) Claim(max int, start func(*job.Job) error) (_ []*job.Job, err er
 		return nil, err
 	}
 	defer done()
-	n, lease := s.member.joined()
+	n, _ := s.member.joined()
 	if n == nil {
 		return nil, errors.New("claim before join: a node must join the cluster before it starts jobs")
 	}
 	var started []*job.Job
 	err = pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(s.ctx, renewSQL, n.ID, n.Host, n.PID, n.Address, n.StartedAt, lease.Microseconds()); err != nil {
+		var alive bool
+		err := tx.QueryRow(s.ctx, `SELECT EXISTS (SELECT 1 FROM secauto_nodes WHERE id = $1 AND lease_until > now())`, n.ID).Scan(&alive)
+		if err != nil || !alive {
 			return err
 		}
 		skip := []string{}
@@ -89,7 +95,7 @@ func (s *Store) Claim(max int, start func(*job.Job) error) (_ []*job.Job, err er
 		if len(ids) == 0 {
 			return nil
 		}
-		_, err := tx.Exec(s.ctx, `UPDATE secauto_jobs AS t SET status = u.status, node = $1, attempt = u.attempt,
+		_, err = tx.Exec(s.ctx, `UPDATE secauto_jobs AS t SET status = u.status, node = $1, attempt = u.attempt,
 				key_id = u.key_id, doc = u.doc, completed_at = NULL, version = nextval('secauto_jobs_version')
 			FROM unnest($2::text[], $3::text[], $4::int[], $5::text[], $6::bytea[]) AS u(id, status, attempt, key_id, doc)
 			WHERE t.id = u.id`, n.ID, ids, statuses, attempts, keyIDs, docs)
@@ -103,6 +109,5 @@ func (s *Store) Claim(max int, start func(*job.Job) error) (_ []*job.Job, err er
 		s.member.stopped(started)
 		return nil, err
 	}
-	s.health.renewed(nil, lease) // in the transaction
 	return started, nil
 }

@@ -488,3 +488,35 @@ func TestWakeWhileClosing(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// A node whose lease lapsed claims nothing (the others may be recovering
+// its jobs) until its renewal has joined it again.
+func TestClaimNeedsALiveLease(t *testing.T) {
+	s, _ := openTest(t)
+	join(t, s, "n1", 900*time.Millisecond)
+	if _, err := s.Create(newJob(1)); err != nil {
+		t.Fatal(err)
+	}
+	lapse(t, s, "n1")
+	if js, err := s.Claim(1, start); err != nil || len(js) != 0 {
+		t.Fatalf("claim with a lapsed lease: %d jobs, %v; want none", len(js), err)
+	}
+	exec(t, s, "DELETE FROM secauto_nodes WHERE id = 'n1'")
+	if js, err := s.Claim(1, start); err != nil || len(js) != 0 {
+		t.Fatalf("claim of a node declared dead: %d jobs, %v; want none", len(js), err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		js, err := s.Claim(1, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(js) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not claim again after its lease was renewed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
