@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/secauto/secauto/pkg/fsys"
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/seal"
@@ -121,6 +123,19 @@ func (c Codec) OpenRecord(key string, v []byte) ([]byte, error) {
 // RecordKeyID is the key a stored record value is sealed with, "" for a
 // plain one.
 func RecordKeyID(v []byte) string { return recordKeyID(v) }
+
+// JobID is id, or when it is empty a new UUIDv7: the id Create gives a job,
+// time-ordered so that ids sort as jobs were created.
+func JobID(id string) (string, error) {
+	if id != "" {
+		return id, nil
+	}
+	u, err := uuid.NewV7()
+	if err != nil {
+		return "", err
+	}
+	return u.String(), nil
+}
 
 // CompleteNew fills in what a new job leaves out, as Create does: id (when
 // empty), the creation time (from now), pending, and empty playbook,

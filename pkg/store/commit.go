@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/google/uuid"
-
 	"github.com/secauto/secauto/pkg/fsys"
 	"github.com/secauto/secauto/pkg/job"
 	"github.com/secauto/secauto/pkg/journal"
@@ -15,13 +13,9 @@ import (
 // Create stores a new job and returns it once it is durable. An empty ID
 // gets a UUIDv7, a zero CreatedAt the current time, an empty Status pending.
 func (s *FileStore) Create(j *job.Job) (*job.Job, error) {
-	id := j.ID
-	if id == "" {
-		u, err := uuid.NewV7()
-		if err != nil {
-			return nil, err
-		}
-		id = u.String()
+	id, err := JobID(j.ID)
+	if err != nil {
+		return nil, err
 	}
 	nj := *s.completeNew(j, id)
 	e, err := s.encodeJob(&nj, nil)

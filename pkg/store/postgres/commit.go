@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -53,13 +52,9 @@ func newGroupCommit(ctx context.Context, pool *pgxpool.Pool, keyID string, nodeI
 // creates share one transaction.
 func (s *Store) Create(j *job.Job) (_ *job.Job, err error) {
 	defer scrubErr(s.o.URL, &err)
-	id := j.ID
-	if id == "" {
-		u, err := uuid.NewV7()
-		if err != nil {
-			return nil, err
-		}
-		id = u.String()
+	id, err := store.JobID(j.ID)
+	if err != nil {
+		return nil, err
 	}
 	nj := store.CompleteNew(j, id, s.o.Now)
 	doc, err := s.codec.EncodeJob(nj)
