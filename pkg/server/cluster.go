@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/secauto/secauto/pkg/job"
+	"github.com/secauto/secauto/pkg/store"
 	"github.com/secauto/secauto/pkg/webhook"
 )
 
@@ -130,6 +131,25 @@ func (s *Server) runCluster(ctx context.Context, lease time.Duration) {
 		}
 	})
 	wg.Go(func() {
+		// Clients of this node waiting for a job another node runs (POST
+		// /playbook, event streams) hear of its end from the store, and
+		// look now and then on their own, in case a notice was dropped.
+		t := time.NewTicker(remoteCheckEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case id := <-s.cluster.Ended():
+				s.checkRemote(id)
+			case <-t.C:
+				for _, id := range s.remoteWatched() {
+					s.checkRemote(id)
+				}
+			}
+		}
+	})
+	wg.Go(func() {
 		// A third of the lease: a dead node's jobs are recovered within
 		// the lease plus that.
 		t := time.NewTicker(max(lease/3, 100*time.Millisecond))
@@ -144,6 +164,54 @@ func (s *Server) runCluster(ctx context.Context, lease time.Duration) {
 		}
 	})
 	wg.Wait()
+}
+
+// remoteCheckEvery is how often a node looks at the jobs its clients wait
+// for or watch that it does not run itself.
+const remoteCheckEvery = time.Second
+
+// remoteWatched lists the jobs that clients of this node wait for or watch
+// and that no worker of this node runs.
+func (s *Server) remoteWatched() []string {
+	s.mu.Lock()
+	ids := make([]string, 0, len(s.waiters))
+	for id := range s.waiters {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	ids = append(ids, s.watch.ids()...)
+	out := ids[:0]
+	for _, id := range ids {
+		if s.queue.claimed(id) == nil {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// checkRemote reads job id again for this node's clients: its event
+// streams get its newest state, and those waiting for its end are answered
+// once it ended (or nil once it is gone).
+func (s *Server) checkRemote(id string) {
+	s.mu.Lock()
+	waiting := len(s.waiters[id]) > 0
+	s.mu.Unlock()
+	if !waiting && s.watch.count(id) == 0 {
+		return
+	}
+	j, err := s.st.Get(id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		s.watch.deleted(id)
+		s.releaseWaiters(id)
+	case err != nil:
+		s.log.Warn("cannot read a job another node changed", "job_id", id, "error", err)
+	default:
+		s.watch.publish(j)
+		if j.Status.Terminal() {
+			s.answerWaiters(j)
+		}
+	}
 }
 
 // rescueDead applies SPEC §5 step 3 to the running jobs of nodes whose

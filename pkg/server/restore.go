@@ -178,14 +178,27 @@ func (s *Server) stopRunning(ctx context.Context) (int, error) {
 // restore removed: it will never end.
 func (s *Server) releaseWaitersOfGoneJobs() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for id, ws := range s.waiters {
+	ids := make([]string, 0, len(s.waiters))
+	for id := range s.waiters {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
 		if _, err := s.st.Get(id); errors.Is(err, store.ErrNotFound) {
-			for _, w := range ws {
-				w <- nil
-			}
-			delete(s.waiters, id)
+			s.releaseWaiters(id)
 		}
+	}
+}
+
+// releaseWaiters answers the clients waiting for job id, which is gone,
+// with nil.
+func (s *Server) releaseWaiters(id string) {
+	s.mu.Lock()
+	ws := s.waiters[id]
+	delete(s.waiters, id)
+	s.mu.Unlock()
+	for _, w := range ws {
+		w <- nil
 	}
 }
 

@@ -110,6 +110,17 @@ func (w *watchers) unsubscribe(id string, sub *subscriber) {
 }
 
 // count is the number of subscribers to id.
+// ids lists the jobs that have subscribers.
+func (w *watchers) ids() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.subs))
+	for id := range w.subs {
+		out = append(out, id)
+	}
+	return out
+}
+
 func (w *watchers) count(id string) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()

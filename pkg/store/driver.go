@@ -80,6 +80,10 @@ type Cluster interface {
 	// Settled receives the id of a job that this node runs when another
 	// node ended it (a cancel, a delete, a restore): the run must stop.
 	Settled() <-chan string
+	// Ended receives the id of every job that ended, or was deleted, on
+	// any node (dropped when the reader falls behind): what a client
+	// waiting on this node for a job another runs needs.
+	Ended() <-chan string
 	// RescueDead applies SPEC §5 step 3 to the running jobs of every node
 	// whose lease has lapsed, with also's records in the same change, and
 	// returns the jobs it changed. Each dead node is rescued once, by one

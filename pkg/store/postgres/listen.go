@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// notifyChannel is the channel of wake-ups ("") and settled jobs
-// ("settled:NODE:ID", NODE query-escaped).
+// notifyChannel is the channel of wake-ups (""), settled jobs
+// ("settled:NODE:ID", NODE query-escaped) and ended ones ("ended:ID").
 const notifyChannel = "secauto_jobs"
 
 // listener is the connection of its own that LISTENs on notifyChannel, and
@@ -28,6 +28,7 @@ type listener struct {
 	ready   chan struct{} // closed once LISTEN first succeeded
 	wake    chan struct{}
 	settled chan string
+	ended   chan string
 }
 
 func newListener(cfg *pgx.ConnConfig) *listener {
@@ -36,6 +37,7 @@ func newListener(cfg *pgx.ConnConfig) *listener {
 		ready:   make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		settled: make(chan string, 256),
+		ended:   make(chan string, 1024),
 	}
 }
 
@@ -54,6 +56,22 @@ func (l *listener) deliver(id string, log *slog.Logger) {
 	default:
 		log.Warn("a settled job was not announced: too many at once; its run stops at its next change", "job_id", id)
 	}
+}
+
+// announce hands on that job id ended on some node. Dropped when nobody
+// keeps up: Ended's readers look again on their own now and then.
+func (l *listener) announce(id string) {
+	select {
+	case l.ended <- id:
+	default:
+	}
+}
+
+// Ended receives the id of every job that ended, or was deleted, on any
+// node.
+func (s *Store) Ended() <-chan string {
+	s.listenSoon()
+	return s.events.ended
 }
 
 // Wake receives (coalesced) whenever a job may have become pending on any
@@ -136,6 +154,10 @@ func (s *Store) listen() {
 }
 
 func (s *Store) dispatch(payload string) {
+	if id, ok := strings.CutPrefix(payload, "ended:"); ok {
+		s.events.announce(id)
+		return
+	}
 	rest, ok := strings.CutPrefix(payload, "settled:")
 	if !ok {
 		s.events.poke()

@@ -111,8 +111,15 @@ func (s *Store) jobWrite(j *job.Job, from job.Status, node string) (*jobWrite, e
 	if from == job.Running && j.Status != job.Running {
 		w.notify = append(w.notify, settledPayload(node, j.ID, self)...)
 	}
+	if j.Status.Terminal() && !from.Terminal() {
+		w.notify = append(w.notify, endedPayload(j.ID))
+	}
 	return w, nil
 }
+
+// endedPayload tells every node that job id ended or is gone, for the
+// clients each may have waiting on it.
+func endedPayload(id string) string { return "ended:" + id }
 
 // settledPayload is the notification that tells node its running job id
 // ended, unless node is the one ending it (or none).
@@ -192,10 +199,11 @@ func (s *Store) Delete(id string) (err error) {
 		if err != nil {
 			return err
 		}
+		payloads := []string{endedPayload(id)}
 		if status == string(job.Running) {
-			return notify(s.ctx, tx, settledPayload(deref(node), id, self)...)
+			payloads = append(payloads, settledPayload(deref(node), id, self)...)
 		}
-		return nil
+		return notify(s.ctx, tx, payloads...)
 	})
 	if err == nil {
 		s.member.forget(id)
