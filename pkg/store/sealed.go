@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,24 +18,28 @@ import (
 
 // Encryption at rest (Options.Keyring). A sealed job is the job's JSON in
 // which the secret-bearing fields — context, submitted_context and every
-// result's output — read {"$sealed": true} (null stays null), and which
-// carries two more fields at its end:
+// result's output — are left out (context reads {"$sealed": true}, so that
+// no reader takes it for an empty one; the others read null or, for
+// submitted_context, are absent), and which carries two more fields at its
+// end:
 //
 //	"sealed_key": KEYID, "sealed": ENVELOPE
 //
-// ENVELOPE (package seal) seals, in one AEAD seal bound to the job id and
-// the field name "sealed", the JSON object
+// ENVELOPE (package seal) seals, in one AEAD seal, the JSON array
 //
-//	{"context": …, "submitted_context": …, "results": [{"step": …, "output": …}, …]}
+//	[CONTEXT, SUBMITTED_CONTEXT, OUTPUT_0, OUTPUT_1, …]
 //
-// of the values those fields hold, each as deep as it is in the job (so one
-// check bounds it as it would be bounded in place), submitted_context only
-// when set, and one element per result naming its step, so that an output
-// reads back only beside the result it belongs to. Every other field (id,
-// status, times, error, playbook, counters) stays as it was, so the index,
-// listing filters, cleanup and operators' scripts read it without a key.
-// The marker, not the shape of a value, says that a job is sealed: a plain
-// job whose context happens to look sealed is read as the plain job it is.
+// of the values left out (null for an unset one), one output for each
+// result. Its additional data binds the job id and the field name "sealed"
+// followed by the results' step names (jobAAD): an envelope opens only in
+// its own job, and its outputs only beside the results they were sealed
+// with. Each value is checked where it is encoded as it would be inside the
+// job, so the limits are those of a plain job. Every other field (id,
+// status, times, error, playbook, counters, each result's step, status and
+// error) stays as it was, so the index, listing filters, cleanup and
+// operators' scripts read it without a key. The marker, not the shape of a
+// value, says that a job is sealed: a plain job whose context happens to
+// look sealed is read as the plain job it is.
 //
 // Jobs written by earlier releases have no "sealed" field: each of their
 // secret-bearing fields is {"$sealed": ENVELOPE} itself, sealed apart and
@@ -50,8 +55,8 @@ const (
 	sealedField = "sealed"
 )
 
-// sealedStub is what a sealed field reads in the plain part of a job. It
-// is shared and never changed.
+// sealedStub is what a sealed job's context reads in its plain part. It is
+// shared and never changed.
 var sealedStub = map[string]any{sealedMarker: true}
 
 // sealedTail is what sealJob writes between the job's other fields and its
@@ -106,6 +111,7 @@ func (e *SealedError) Unwrap() error { return e.Err }
 // decrypts them.
 type sealCache struct {
 	keyID string
+	aad   string // the field name it is sealed for (jobAAD)
 	pt    []byte
 	env   []byte // aliases the entry's raw, which never changes
 }
@@ -128,35 +134,52 @@ func putBuf(b *[]byte, used []byte) {
 	}
 }
 
-// appendSealedPart appends the plaintext that a job's envelope seals.
+// appendSealedPart appends the plaintext that a job's envelope seals,
+// checking each value as CheckEncoded would check it in the job.
 func appendSealedPart(b []byte, j *job.Job) ([]byte, error) {
+	value := func(b []byte, v any, depth int) ([]byte, error) {
+		at := len(b)
+		b, err := job.AppendValue(b, v)
+		if err != nil {
+			return nil, err
+		}
+		return b, job.CheckFragment(b[at:], depth)
+	}
 	var err error
-	b = append(b, `{"context":`...)
-	if b, err = job.AppendValue(b, j.Context); err != nil {
+	b = append(b, '[')
+	if b, err = value(b, j.Context, 2); err != nil {
 		return nil, err
 	}
-	if j.SubmittedContext != nil {
-		b = append(b, `,"submitted_context":`...)
-		if b, err = job.AppendValue(b, j.SubmittedContext); err != nil {
-			return nil, err
-		}
+	b = append(b, ',')
+	if b, err = value(b, j.SubmittedContext, 2); err != nil {
+		return nil, err
 	}
-	b = append(b, `,"results":[`...)
 	for i := range j.Results {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"step":`...)
-		if b, err = job.AppendValue(b, j.Results[i].Step); err != nil {
+		b = append(b, ',')
+		if b, err = value(b, j.Results[i].Output, 4); err != nil {
 			return nil, err
 		}
-		b = append(b, `,"output":`...)
-		if b, err = job.AppendValue(b, j.Results[i].Output); err != nil {
-			return nil, err
-		}
-		b = append(b, '}')
 	}
-	return append(b, "]}"...), nil
+	return append(b, ']'), nil
+}
+
+// jobAAD is the field name a job's envelope is sealed for: "sealed", then
+// the step name of each result, each after its length.
+func jobAAD(j *job.Job) string {
+	if len(j.Results) == 0 {
+		return sealedField
+	}
+	n := len(sealedField)
+	for i := range j.Results {
+		n += binary.MaxVarintLen64 + len(j.Results[i].Step)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, sealedField...)
+	for i := range j.Results {
+		b = binary.AppendUvarint(b, uint64(len(j.Results[i].Step)))
+		b = append(b, j.Results[i].Step...)
+	}
+	return string(b)
 }
 
 // sealJob encodes j with its secret-bearing fields sealed under kr's first
@@ -170,25 +193,14 @@ func sealJob(j *job.Job, kr *seal.Keyring, prev *sealCache, keep bool, maxBytes 
 		return nil, nil, err
 	}
 	defer putBuf(ptBuf, pt)
-	// The plaintext is shaped as the job is around those fields, so it is
-	// checked as the job would be (its object being depth 1 like the job).
-	if err := job.CheckFragment(pt, 1); err != nil {
-		return nil, nil, err
-	}
 
 	sj := *j
-	if sj.Context != nil {
-		sj.Context = sealedStub
-	}
-	if sj.SubmittedContext != nil {
-		sj.SubmittedContext = sealedStub
-	}
+	sj.Context = sealedStub
+	sj.SubmittedContext = nil
 	if len(j.Results) > 0 {
 		sj.Results = slices.Clone(j.Results)
 		for i := range sj.Results {
-			if sj.Results[i].Output != nil {
-				sj.Results[i].Output = sealedStub
-			}
+			sj.Results[i].Output = nil
 		}
 	}
 	plainBuf := getBuf()
@@ -201,7 +213,10 @@ func sealJob(j *job.Job, kr *seal.Keyring, prev *sealCache, keep bool, maxBytes 
 		return nil, nil, err
 	}
 
-	reuse := prev != nil && prev.keyID == kr.Primary() && bytes.Equal(prev.pt, pt)
+	// The step names are in the additional data, so an envelope kept is
+	// one sealed for the same results.
+	aad := jobAAD(j)
+	reuse := prev != nil && prev.keyID == kr.Primary() && prev.aad == aad && bytes.Equal(prev.pt, pt)
 	envLen := seal.EnvelopeLen(len(pt))
 	if reuse {
 		envLen = len(prev.env)
@@ -219,13 +234,13 @@ func sealJob(j *job.Job, kr *seal.Keyring, prev *sealCache, keep bool, maxBytes 
 	if reuse {
 		raw = append(raw, prev.env...)
 	} else {
-		raw = kr.Seal(raw, pt, j.ID, sealedField)
+		raw = kr.Seal(raw, pt, j.ID, aad)
 	}
 	env := raw[envAt:len(raw):len(raw)]
 	raw = append(raw, `"}`...)
 	var c *sealCache
 	if keep {
-		c = &sealCache{keyID: kr.Primary(), pt: bytes.Clone(pt), env: env}
+		c = &sealCache{keyID: kr.Primary(), aad: aad, pt: bytes.Clone(pt), env: env}
 	}
 	return raw, c, nil
 }
@@ -252,16 +267,6 @@ func splitSealed(raw []byte) (plain, env []byte, ok bool) {
 		return nil, nil, false
 	}
 	return raw[:q+1-len(open)], env, true
-}
-
-// sealedPart is the plaintext of a job's envelope, decoded.
-type sealedPart struct {
-	Context          map[string]any `json:"context"`
-	SubmittedContext map[string]any `json:"submitted_context"`
-	Results          []struct {
-		Step   string `json:"step"`
-		Output any    `json:"output"`
-	} `json:"results"`
 }
 
 // openSealed decodes a sealed job, from its entry's raw bytes, marked
@@ -315,17 +320,32 @@ func unsealJob(j *job.Job, raw []byte, keyID string, kr *seal.Keyring) error {
 	return err
 }
 
-// isStub reports whether v is what a sealed field reads in plain.
-func isStub(v any) bool {
-	m, ok := v.(map[string]any)
-	return ok && len(m) == 1 && m[sealedMarker] == true
+// isStub reports whether v is what a sealed job's context reads in plain.
+func isStub(v map[string]any) bool {
+	return len(v) == 1 && v[sealedMarker] == true
 }
 
 // unsealPart opens env, the envelope of j, and puts back the fields it
-// seals, which j must hold as stubs.
+// seals, which j must hold as sealJob leaves them.
 func unsealPart(j *job.Job, env []byte, keyID string, kr *seal.Keyring, keep bool) (*sealCache, error) {
 	fail := func(field string, err error) error {
 		return &SealedError{JobID: j.ID, KeyID: keyID, Field: field, NoKeyring: kr == nil, Err: err}
+	}
+	notSealed := func(field string) error {
+		return fail(field, fmt.Errorf("%w: the job is marked sealed but this field is not", seal.ErrMalformed))
+	}
+	// What the envelope holds replaces these, so they must hold nothing
+	// that would be lost.
+	if !isStub(j.Context) {
+		return nil, notSealed("context")
+	}
+	if j.SubmittedContext != nil {
+		return nil, notSealed("submitted_context")
+	}
+	for i := range j.Results {
+		if j.Results[i].Output != nil {
+			return nil, notSealed(outputField(i))
+		}
 	}
 	b := getBuf()
 	buf := *b
@@ -333,61 +353,31 @@ func unsealPart(j *job.Job, env []byte, keyID string, kr *seal.Keyring, keep boo
 		buf = make([]byte, 0, len(env)) // more than the plaintext takes
 	}
 	defer putBuf(b, buf)
-	pt, err := kr.OpenBytes(buf, env, j.ID, sealedField)
+	aad := jobAAD(j)
+	pt, err := kr.OpenBytes(buf, env, j.ID, aad)
 	if err != nil {
 		if id, ierr := seal.EnvelopeKeyID(string(env[:min(len(env), 16)])); ierr == nil {
 			keyID = id
 		}
 		return nil, fail(sealedField, err)
 	}
-	var part sealedPart
-	if err := json.Unmarshal(pt, &part); err != nil {
-		return nil, fail(sealedField, fmt.Errorf("%w: the plaintext is not JSON", seal.ErrMalformed))
+	var vals []any
+	if err := json.Unmarshal(pt, &vals); err != nil || len(vals) != 2+len(j.Results) {
+		return nil, fail(sealedField, fmt.Errorf("%w: the plaintext is not the job's encrypted fields", seal.ErrMalformed))
 	}
-	// What the plain part says is sealed must be what the envelope holds.
-	stub := func(v any, sealed bool, field string) error {
-		if v == nil && !sealed || isStub(v) && sealed {
-			return nil
-		}
-		if v != nil && !isStub(v) {
-			return fail(field, fmt.Errorf("%w: the job is marked sealed but this field is not", seal.ErrMalformed))
-		}
-		return fail(field, fmt.Errorf("%w: the field and the job's encrypted fields disagree on whether it is set", seal.ErrAuth))
+	ctx, ok1 := vals[0].(map[string]any)
+	sub, ok2 := vals[1].(map[string]any)
+	if !ok1 && vals[0] != nil || !ok2 && vals[1] != nil {
+		return nil, fail(sealedField, fmt.Errorf("%w: the plaintext is not the job's encrypted fields", seal.ErrMalformed))
 	}
-	if err := stub(mapOrNil(j.Context), part.Context != nil, "context"); err != nil {
-		return nil, err
-	}
-	if err := stub(mapOrNil(j.SubmittedContext), part.SubmittedContext != nil, "submitted_context"); err != nil {
-		return nil, err
-	}
-	if len(part.Results) != len(j.Results) {
-		return nil, fail(sealedField, fmt.Errorf("%w: the job has %d results and its encrypted fields %d", seal.ErrAuth, len(j.Results), len(part.Results)))
-	}
+	j.Context, j.SubmittedContext = ctx, sub
 	for i := range j.Results {
-		if part.Results[i].Step != j.Results[i].Step {
-			return nil, fail(outputField(i), fmt.Errorf("%w: the output sealed for this result belongs to another step", seal.ErrAuth))
-		}
-		if err := stub(j.Results[i].Output, part.Results[i].Output != nil, outputField(i)); err != nil {
-			return nil, err
-		}
-	}
-	j.Context = part.Context
-	j.SubmittedContext = part.SubmittedContext
-	for i := range j.Results {
-		j.Results[i].Output = part.Results[i].Output
+		j.Results[i].Output = vals[2+i]
 	}
 	if !keep {
 		return nil, nil
 	}
-	return &sealCache{keyID: keyID, pt: bytes.Clone(pt), env: env}, nil
-}
-
-// mapOrNil is m as an any, nil when m is.
-func mapOrNil(m map[string]any) any {
-	if m == nil {
-		return nil
-	}
-	return m
+	return &sealCache{keyID: keyID, aad: aad, pt: bytes.Clone(pt), env: env}, nil
 }
 
 // unsealFields replaces the sealed fields of j, decoded from an entry of an

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -151,12 +153,13 @@ func TestSealedFieldsNeverReachTheFiles(t *testing.T) {
 	if raw["id"] != j.ID || raw["status"] != "completed" || raw["sealed_key"] != kr.Primary() || raw["created_at"] == nil || raw["completed_at"] == nil {
 		t.Fatalf("readable fields lost: %v", raw)
 	}
-	// The encrypted fields read as stubs; their values are in one
-	// envelope, "sealed".
-	for _, v := range []any{raw["context"], raw["submitted_context"], raw["results"].([]any)[0].(map[string]any)["output"], raw["results"].([]any)[1].(map[string]any)["output"]} {
-		if m, _ := v.(map[string]any); len(m) != 1 || m["$sealed"] != true {
-			t.Fatalf("an encrypted field is stored as %v", v)
-		}
+	// The encrypted fields are left out of the plain part; their values
+	// are in one envelope, "sealed".
+	if m, _ := raw["context"].(map[string]any); len(m) != 1 || m["$sealed"] != true {
+		t.Fatalf("context is stored as %v", raw["context"])
+	}
+	if sub, ok := raw["submitted_context"]; ok || raw["results"].([]any)[0].(map[string]any)["output"] != nil || raw["results"].([]any)[1].(map[string]any)["output"] != nil {
+		t.Fatalf("an encrypted field is stored as %v", sub)
 	}
 	if env, _ := raw["sealed"].(string); !strings.HasPrefix(env, "v1:"+kr.Primary()+":") {
 		t.Fatalf("the envelope is stored as %v", raw["sealed"])
@@ -343,9 +346,12 @@ func TestTamperedAndMovedCiphertexts(t *testing.T) {
 		{"plain output where a sealed one belongs", func(snap map[string]map[string]any, a, _ string) {
 			results(snap[a])[1].(map[string]any)["output"] = "injected"
 		}, func(a, _ string) []string { return []string{a} }, "results.1.output", seal.ErrMalformed},
-		{"a sealed field cleared", func(snap map[string]map[string]any, a, _ string) {
-			snap[a]["submitted_context"] = nil
-		}, func(a, _ string) []string { return []string{a} }, "submitted_context", seal.ErrAuth},
+		{"plain submitted context where a sealed one belongs", func(snap map[string]map[string]any, a, _ string) {
+			snap[a]["submitted_context"] = map[string]any{"token": "injected"}
+		}, func(a, _ string) []string { return []string{a} }, "submitted_context", seal.ErrMalformed},
+		{"context cleared", func(snap map[string]map[string]any, a, _ string) {
+			snap[a]["context"] = nil
+		}, func(a, _ string) []string { return []string{a} }, "context", seal.ErrMalformed},
 		{"the envelope removed", func(snap map[string]map[string]any, a, _ string) {
 			delete(snap[a], "sealed")
 		}, func(a, _ string) []string { return []string{a} }, "context", seal.ErrMalformed},
@@ -355,15 +361,18 @@ func TestTamperedAndMovedCiphertexts(t *testing.T) {
 		{"results swapped", func(snap map[string]map[string]any, a, _ string) {
 			rs := results(snap[a])
 			rs[0], rs[1] = rs[1], rs[0]
-		}, func(a, _ string) []string { return []string{a} }, "results.0.output", seal.ErrAuth},
+		}, func(a, _ string) []string { return []string{a} }, "sealed", seal.ErrAuth},
 		{"a result removed", func(snap map[string]map[string]any, a, _ string) {
 			snap[a]["results"] = results(snap[a])[:1]
+		}, func(a, _ string) []string { return []string{a} }, "sealed", seal.ErrAuth},
+		{"a step renamed", func(snap map[string]map[string]any, a, _ string) {
+			results(snap[a])[0].(map[string]any)["step"] = "other"
 		}, func(a, _ string) []string { return []string{a} }, "sealed", seal.ErrAuth},
 		{"a field's envelope in place of the job's", func(snap map[string]map[string]any, a, _ string) {
 			// Sealed for the same job under the same key, but for one
 			// field, as an earlier release sealed each: it does not
 			// open as the job's.
-			snap[a]["sealed"] = kr.SealString([]byte(`{"context":{},"results":[]}`), a, "context")
+			snap[a]["sealed"] = kr.SealString([]byte(`[{},null,null,null]`), a, "context")
 		}, func(a, _ string) []string { return []string{a} }, "sealed", seal.ErrAuth},
 		{"job renamed", func(snap map[string]map[string]any, a, _ string) {
 			moved := snap[a]
@@ -732,4 +741,84 @@ func TestSealedJobsOfEarlierReleases(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAll(t, s, false)
+}
+
+// A sealed job reads back exactly as the same job stored in plain, whatever
+// its secret-bearing fields hold or leave unset.
+func TestSealedJobsReadBackAsPlain(t *testing.T) {
+	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	shapes := []func(j *job.Job){
+		func(j *job.Job) {},
+		func(j *job.Job) { j.Context = nil },
+		func(j *job.Job) { j.Context = map[string]any{} },
+		func(j *job.Job) { j.SubmittedContext = map[string]any{} },
+		func(j *job.Job) { j.SubmittedContext = map[string]any{"k": []any{1.5, "x", nil, true}} },
+		func(j *job.Job) { j.Results = nil },
+		func(j *job.Job) { j.Results = []job.Result{} },
+		func(j *job.Job) {
+			j.Results = []job.Result{
+				{Step: "a", Action: "log", Status: job.StepFailed, Error: "boom", StartedAt: now},
+				{Step: "b\x00c", Action: "log", Status: job.StepOK, Output: "<&> \u2028 é", StartedAt: now, CompletedAt: &now},
+				{Step: "bc", Action: "set", Status: job.StepOK, Output: map[string]any{"n": 1e300, "nested": map[string]any{"a": []any{}}}, StartedAt: now},
+				{Step: "d", Action: "set", Status: job.StepOK, Output: false, StartedAt: now},
+			}
+		},
+	}
+	kr := keyring(t, 1)
+	for i, shape := range shapes {
+		j := &job.Job{
+			ID:       fmt.Sprintf("0190a000-0000-7000-8000-%012d", i),
+			Status:   job.Running,
+			Playbook: []job.Step{{Name: "a", Action: "log"}},
+			Context:  map[string]any{"token": "x", "n": 2.0},
+			Results: []job.Result{
+				{Step: "a", Action: "log", Status: job.StepOK, Output: map[string]any{"message": "m"}, StartedAt: now},
+			},
+			CreatedAt: now,
+			StartedAt: &now,
+		}
+		shape(j)
+		pe, err := encodeJob(j, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := loadJob(pe.raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		se, err := encodeSealed(j, kr, nil, 0)
+		if err != nil {
+			t.Fatalf("shape %d: %v", i, err)
+		}
+		if _, _, err := decodeEntry(se.raw, true); err != nil {
+			t.Fatalf("shape %d: the sealed job does not pass the schema: %v", i, err)
+		}
+		for _, raw := range [][]byte{se.raw, reorder(t, se.raw)} {
+			got, _, err := openSealed(raw, kr.Primary(), kr, false)
+			if err != nil {
+				t.Fatalf("shape %d: %v", i, err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("shape %d reads back as\n%+v\nnot\n%+v", i, got, want)
+			}
+		}
+	}
+}
+
+// reorder is raw with its members in another order, as a tool that
+// rewrites jobs.json may leave it.
+func reorder(t *testing.T, raw []byte) []byte {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	out, err := json.Marshal(m) // sorted keys: "sealed" is no longer last
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := splitSealed(out); ok {
+		t.Fatal("the envelope is still last")
+	}
+	return out
 }
