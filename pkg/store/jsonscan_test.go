@@ -2,7 +2,9 @@ package store
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"unsafe"
 )
@@ -71,4 +73,27 @@ func TestSkipString(t *testing.T) {
 			t.Errorf("skipString(%s) found an end", s)
 		}
 	}
+}
+
+// decodeAny decodes what encoding/json decodes into an any, to the same
+// values, and refuses what it refuses.
+func FuzzDecodeAny(f *testing.F) {
+	for _, s := range []string{
+		`[{"a":1,"b":[true,false,null],"c":"x\u00e9\n\"\\"},null,-0,1.5e3,"\ud800",[]]`,
+		`{"a":{},"a":[]}`, `"\u2028<&>"`, "\"\xff\"", `1e400`, `[1,]`, `{"a" 1}`, ` [ 1 , 2 ] `, `01`, `[`, `"a`,
+		`{"x":[[[[[]]]]]}`, `-`, `1.`, `tru`, `nul`, "\"\x01\"",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := decodeAny(data)
+		var want any
+		wantErr := json.Unmarshal(data, &want)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("decodeAny error %v, encoding/json error %v, for %q", err, wantErr, data)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("decodeAny read %#v, encoding/json %#v, from %q", got, want, data)
+		}
+	})
 }

@@ -361,8 +361,9 @@ func unsealPart(j *job.Job, env []byte, keyID string, kr *seal.Keyring, keep boo
 		}
 		return nil, fail(sealedField, err)
 	}
-	var vals []any
-	if err := json.Unmarshal(pt, &vals); err != nil || len(vals) != 2+len(j.Results) {
+	v, err := decodeAny(pt)
+	vals, _ := v.([]any)
+	if err != nil || len(vals) != 2+len(j.Results) {
 		return nil, fail(sealedField, fmt.Errorf("%w: the plaintext is not the job's encrypted fields", seal.ErrMalformed))
 	}
 	ctx, ok1 := vals[0].(map[string]any)
@@ -377,7 +378,10 @@ func unsealPart(j *job.Job, env []byte, keyID string, kr *seal.Keyring, keep boo
 	if !keep {
 		return nil, nil
 	}
-	return &sealCache{keyID: keyID, aad: aad, pt: bytes.Clone(pt), env: env}, nil
+	// The key is the one the envelope names (which opened it), whatever
+	// sealed_key says.
+	id, _ := seal.EnvelopeKeyID(string(env[:min(len(env), 16)]))
+	return &sealCache{keyID: id, aad: aad, pt: bytes.Clone(pt), env: env}, nil
 }
 
 // unsealFields replaces the sealed fields of j, decoded from an entry of an
