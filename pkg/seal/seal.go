@@ -7,7 +7,9 @@
 //
 // # Envelope format
 //
-// A sealed value is one ASCII string, kept in JSON as {"$sealed": ENVELOPE}:
+// A sealed value is one ASCII string, which needs no escaping in JSON
+// (package store keeps a job's in its "sealed" field, a record as
+// {"$sealed": ENVELOPE}):
 //
 //	v1:KEYID:PAYLOAD
 //
