@@ -7,7 +7,9 @@
 //
 // # Envelope format
 //
-// A sealed value is one ASCII string, kept in JSON as {"$sealed": ENVELOPE}:
+// A sealed value is one ASCII string, which needs no escaping in JSON
+// (package store keeps a job's in its "sealed" field, a record as
+// {"$sealed": ENVELOPE}):
 //
 //	v1:KEYID:PAYLOAD
 //
@@ -21,10 +23,11 @@
 //	"secauto-seal\x00v1\x00" KEYID "\x00" SUBJECT "\x00" FIELD
 //
 // so a ciphertext opens only under its own header, for the job (SUBJECT) and
-// the field (FIELD, e.g. "context" or "results.2.output") it was sealed
-// for: moved to another job or field, or with its key id edited, it fails
-// to authenticate like any tampered byte. The plaintext is the field's
-// JSON encoding.
+// the field (FIELD, e.g. "sealed", the field of a job that holds all its
+// secret-bearing values, or "record") it was sealed for: moved to another
+// job or field, or with its key id edited, it fails to authenticate like
+// any tampered byte. The plaintext is JSON; what it holds is the caller's
+// (package store documents its own).
 //
 // # Key file
 //
@@ -243,12 +246,23 @@ func describeHeader(env string) string {
 	return fmt.Sprintf("it does not start with %q, a key id and ':'", Version+":")
 }
 
+// EnvelopeLen is the length of the envelope Seal makes of n bytes of
+// plaintext.
+func EnvelopeLen(n int) int { return headerLen + b64.EncodedLen(nonceSize+n+tagSize) }
+
 // Open authenticates and decrypts an envelope sealed for subject and
 // field, with whichever configured key its id names. Its errors wrap
 // ErrMalformed, ErrNoKey (a *KeyError) or ErrAuth and never quote the
 // envelope.
 func (kr *Keyring) Open(env string, subject, field string) ([]byte, error) {
-	id, err := EnvelopeKeyID(env)
+	return kr.OpenBytes(nil, []byte(env), subject, field)
+}
+
+// OpenBytes is Open for an envelope held in a byte slice. It decrypts in
+// buf when buf has the capacity (the plaintext then aliases buf), and
+// never keeps or changes env.
+func (kr *Keyring) OpenBytes(buf, env []byte, subject, field string) ([]byte, error) {
+	id, err := EnvelopeKeyID(string(env[:min(len(env), headerLen)]))
 	if err != nil {
 		return nil, err
 	}
@@ -260,8 +274,12 @@ func (kr *Keyring) Open(env string, subject, field string) ([]byte, error) {
 		return nil, &KeyError{ID: id}
 	}
 	payload := env[headerLen:]
-	ct := make([]byte, b64.DecodedLen(len(payload)))
-	n, err := b64.Decode(ct, []byte(payload))
+	n := b64.DecodedLen(len(payload))
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	ct := buf[:n]
+	n, err = b64.Decode(ct, payload)
 	if err != nil {
 		return nil, fmt.Errorf("%w: the payload is not valid base64", ErrMalformed)
 	}
@@ -269,8 +287,8 @@ func (kr *Keyring) Open(env string, subject, field string) ([]byte, error) {
 	if len(ct) < nonceSize+tagSize {
 		return nil, fmt.Errorf("%w: the payload is %d bytes, shorter than a nonce and tag (truncated)", ErrMalformed, len(ct))
 	}
-	var buf [256]byte
-	aad := appendAAD(buf[:0], id, subject, field)
+	var aadBuf [256]byte
+	aad := appendAAD(aadBuf[:0], id, subject, field)
 	pt, err := k.aead.Open(ct[nonceSize:nonceSize], ct[:nonceSize], ct[nonceSize:], aad)
 	if err != nil {
 		return nil, fmt.Errorf("%w (key id %s)", ErrAuth, id)

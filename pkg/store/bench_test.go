@@ -25,16 +25,55 @@ import (
 // benchmark measures a store with encryption at rest (jobs.encryption_key_file):
 //
 //	SECAUTO_BENCH_KEYRING=1 go test -run '^$' -bench . ./pkg/store
+//
+// With SECAUTO_BENCH_KEYRING=both, every benchmark runs twice in turn, as
+// sub-benchmarks plain and sealed, so that what encryption costs is the
+// ratio of runs made side by side; both-reversed runs sealed first. On a
+// busy machine, repeat the run alternating the two (-count repeats each
+// sub-benchmark on its own):
+//
+//	for i in 1 2 3; do for m in both both-reversed; do
+//		SECAUTO_BENCH_KEYRING=$m go test -run '^$' -bench . ./pkg/store
+//	done; done
 var benchKeyring = func() *seal.Keyring {
 	if os.Getenv("SECAUTO_BENCH_KEYRING") == "" {
 		return nil
 	}
+	return benchKey
+}()
+
+var benchKey = func() *seal.Keyring {
 	kr, err := seal.New(bytes.Repeat([]byte{0x5e}, seal.KeySize))
 	if err != nil {
 		panic(err)
 	}
 	return kr
 }()
+
+// benchModes runs bench, or with SECAUTO_BENCH_KEYRING=both runs it as
+// sub-benchmarks plain and sealed.
+func benchModes(b *testing.B, bench func(b *testing.B)) {
+	type mode struct {
+		name string
+		kr   *seal.Keyring
+	}
+	var modes []mode
+	switch os.Getenv("SECAUTO_BENCH_KEYRING") {
+	case "both":
+		modes = []mode{{"plain", nil}, {"sealed", benchKey}}
+	case "both-reversed":
+		modes = []mode{{"sealed", benchKey}, {"plain", nil}}
+	default:
+		bench(b)
+		return
+	}
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			benchKeyring = m.kr
+			bench(b)
+		})
+	}
+}
 
 // benchJob is a job of about 1.5 KB, the size of a typical enrichment
 // playbook with a few results.
@@ -59,34 +98,36 @@ func benchJob(i int) *job.Job {
 func BenchmarkCreate(b *testing.B) {
 	for _, writers := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
-			s, err := Open(Options{Dir: b.TempDir(), SnapshotInterval: -1, Keyring: benchKeyring})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			jobs := make([]*job.Job, 64)
-			for i := range jobs {
-				jobs[i] = benchJob(i)
-			}
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			for w := range writers {
-				wg.Go(func() {
-					for next.Add(1) <= int64(b.N) {
-						if _, err := s.Create(jobs[w]); err != nil {
-							b.Error(err)
-							return
+			benchModes(b, func(b *testing.B) {
+				s, err := Open(Options{Dir: b.TempDir(), SnapshotInterval: -1, Keyring: benchKeyring})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				jobs := make([]*job.Job, 64)
+				for i := range jobs {
+					jobs[i] = benchJob(i)
+				}
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				b.ResetTimer()
+				start := time.Now()
+				for w := range writers {
+					wg.Go(func() {
+						for next.Add(1) <= int64(b.N) {
+							if _, err := s.Create(jobs[w]); err != nil {
+								b.Error(err)
+								return
+							}
 						}
-					}
-				})
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "creates/s")
-			st := s.Stats()
-			b.ReportMetric(float64(st.SyncedChanges)/float64(st.Syncs), "changes/fsync")
-			b.ReportMetric(float64(st.SyncTime.Microseconds())/float64(st.Syncs), "µs/fsync")
+					})
+				}
+				wg.Wait()
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "creates/s")
+				st := s.Stats()
+				b.ReportMetric(float64(st.SyncedChanges)/float64(st.Syncs), "changes/fsync")
+				b.ReportMetric(float64(st.SyncTime.Microseconds())/float64(st.Syncs), "µs/fsync")
+			})
 		})
 	}
 }
@@ -137,27 +178,29 @@ func writeFixture(b *testing.B, dir string, n int) (int64, []string) {
 func BenchmarkUpdateLatency(b *testing.B) {
 	for _, n := range []int{1_000, 10_000, 100_000} {
 		b.Run(fmt.Sprintf("jobs=%d", n), func(b *testing.B) {
-			dir := b.TempDir()
-			writeFixture(b, dir, n)
-			s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Keyring: benchKeyring})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			ids := make([]string, b.N)
-			for i := range ids {
-				j, err := s.Create(benchJob(i))
+			benchModes(b, func(b *testing.B) {
+				dir := b.TempDir()
+				writeFixture(b, dir, n)
+				s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Keyring: benchKeyring})
 				if err != nil {
 					b.Fatal(err)
 				}
-				ids[i] = j.ID
-			}
-			b.ResetTimer()
-			for i := range b.N {
-				if _, err := s.Update(ids[i], func(j *job.Job) error { return j.Start(time.Now()) }); err != nil {
-					b.Fatal(err)
+				defer s.Close()
+				ids := make([]string, b.N)
+				for i := range ids {
+					j, err := s.Create(benchJob(i))
+					if err != nil {
+						b.Fatal(err)
+					}
+					ids[i] = j.ID
 				}
-			}
+				b.ResetTimer()
+				for i := range b.N {
+					if _, err := s.Update(ids[i], func(j *job.Job) error { return j.Start(time.Now()) }); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		})
 	}
 }
@@ -198,30 +241,36 @@ func peakKB() int {
 func BenchmarkOpen(b *testing.B) {
 	for _, n := range []int{100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("jobs=%d", n), func(b *testing.B) {
-			dir := b.TempDir()
-			size, _ := writeFixture(b, dir, n)
-			exe, _ := os.Executable()
-			var secs, peak float64
-			b.ResetTimer()
-			for range b.N {
-				cmd := exec.Command(exe, "-test.run=^$")
-				cmd.Env = append(os.Environ(), openChildEnv+"="+dir)
-				out, err := cmd.CombinedOutput()
-				if err != nil {
-					b.Fatalf("%v: %s", err, out)
+			benchModes(b, func(b *testing.B) {
+				dir := b.TempDir()
+				size, _ := writeFixture(b, dir, n)
+				exe, _ := os.Executable()
+				var secs, peak float64
+				b.ResetTimer()
+				for range b.N {
+					cmd := exec.Command(exe, "-test.run=^$")
+					mode := ""
+					if benchKeyring != nil {
+						mode = "1"
+					}
+					cmd.Env = append(os.Environ(), openChildEnv+"="+dir, "SECAUTO_BENCH_KEYRING="+mode)
+					out, err := cmd.CombinedOutput()
+					if err != nil {
+						b.Fatalf("%v: %s", err, out)
+					}
+					var jobs, kb int
+					var s float64
+					if _, err := fmt.Sscanf(string(out), "jobs %d seconds %g peak_kb %d", &jobs, &s, &kb); err != nil || jobs != n {
+						b.Fatalf("child said %q", out)
+					}
+					secs += s
+					peak = max(peak, float64(kb)/1024)
 				}
-				var jobs, kb int
-				var s float64
-				if _, err := fmt.Sscanf(string(out), "jobs %d seconds %g peak_kb %d", &jobs, &s, &kb); err != nil || jobs != n {
-					b.Fatalf("child said %q", out)
-				}
-				secs += s
-				peak = max(peak, float64(kb)/1024)
-			}
-			b.ReportMetric(secs/float64(b.N), "open-s")
-			b.ReportMetric(peak, "peak-MB")
-			b.ReportMetric(float64(size)/(1<<20), "data-MB")
-			b.ReportMetric(peak/(float64(size)/(1<<20)), "peak/data")
+				b.ReportMetric(secs/float64(b.N), "open-s")
+				b.ReportMetric(peak, "peak-MB")
+				b.ReportMetric(float64(size)/(1<<20), "data-MB")
+				b.ReportMetric(peak/(float64(size)/(1<<20)), "peak/data")
+			})
 		})
 	}
 }
@@ -230,50 +279,56 @@ func BenchmarkOpen(b *testing.B) {
 // jobs.json.sum, as after an operator copied a file in by hand: every job is
 // checked against the whole job schema.
 func BenchmarkOpenHandPlaced(b *testing.B) {
-	dir := b.TempDir()
-	writeFixture(b, dir, 100_000)
-	os.Remove(filepath.Join(dir, snapshotSumFile))
-	b.ResetTimer()
-	for range b.N {
-		s, err := Open(Options{Dir: dir, ReadOnly: true, Keyring: benchKeyring})
-		if err != nil {
-			b.Fatal(err)
+	benchModes(b, func(b *testing.B) {
+		dir := b.TempDir()
+		writeFixture(b, dir, 100_000)
+		os.Remove(filepath.Join(dir, snapshotSumFile))
+		b.ResetTimer()
+		for range b.N {
+			s, err := Open(Options{Dir: dir, ReadOnly: true, Keyring: benchKeyring})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Close()
 		}
-		s.Close()
-	}
+	})
 }
 
 // BenchmarkSnapshot writes jobs.json for a store of 100k jobs.
 func BenchmarkSnapshot(b *testing.B) {
-	dir := b.TempDir()
-	writeFixture(b, dir, 100_000)
-	s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Keyring: benchKeyring})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	b.ResetTimer()
-	for range b.N {
-		if err := s.Snapshot(); err != nil {
+	benchModes(b, func(b *testing.B) {
+		dir := b.TempDir()
+		writeFixture(b, dir, 100_000)
+		s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Keyring: benchKeyring})
+		if err != nil {
 			b.Fatal(err)
 		}
-	}
+		defer s.Close()
+		b.ResetTimer()
+		for range b.N {
+			if err := s.Snapshot(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // BenchmarkList is `jobs list --limit 50` over 100k jobs.
 func BenchmarkList(b *testing.B) {
-	dir := b.TempDir()
-	writeFixture(b, dir, 100_000)
-	s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Keyring: benchKeyring})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	b.ResetTimer()
-	for range b.N {
-		if js, err := s.List(Filter{Limit: 50}); err != nil || len(js) != 50 {
+	benchModes(b, func(b *testing.B) {
+		dir := b.TempDir()
+		writeFixture(b, dir, 100_000)
+		s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Keyring: benchKeyring})
+		if err != nil {
 			b.Fatal(err)
 		}
-	}
-	_ = rand.IntN
+		defer s.Close()
+		b.ResetTimer()
+		for range b.N {
+			if js, err := s.List(Filter{Limit: 50}); err != nil || len(js) != 50 {
+				b.Fatal(err)
+			}
+		}
+		_ = rand.IntN
+	})
 }

@@ -57,33 +57,38 @@ func (s *FileStore) unchangedSince(bases map[string]*entry) func() error {
 // read back: a job that breaks the schema, is larger than MaxJobBytes or
 // nested deeper than JSON decoders take.
 // With a keyring, the job's secret-bearing fields are sealed (sealed.go);
-// prev offers the sealed fields of the entry it replaces for reuse.
+// prev, the entry it replaces, offers its envelope for reuse.
 func (s *FileStore) encodeJob(j *job.Job, prev *entry) (*entry, error) {
+	var c *sealCache
+	if prev != nil {
+		c = prev.sealCache()
+	}
+	return s.encode(j, c)
+}
+
+// encode is encodeJob with the sealed part of the job's previous state, if
+// known.
+func (s *FileStore) encode(j *job.Job, prev *sealCache) (*entry, error) {
 	if s.opts.Keyring == nil {
 		return encodeJob(j, s.opts.MaxJobBytes)
 	}
 	return encodeSealed(j, s.opts.Keyring, prev, s.opts.MaxJobBytes)
 }
 
-func encodeSealed(j *job.Job, kr *seal.Keyring, prev *entry, maxBytes int) (*entry, error) {
+func encodeSealed(j *job.Job, kr *seal.Keyring, prev *sealCache, maxBytes int) (*entry, error) {
 	if err := j.Validate(); err != nil {
 		return nil, fmt.Errorf("job %s: %w", j.ID, err)
 	}
-	var cache *sealCache
-	if prev != nil && prev.sealKey() == kr.Primary() {
-		cache = prev.sealCache()
-	}
-	raw, seals, err := sealJob(j, kr, cache, maxBytes)
+	// Kept for running jobs only, as Update keeps live: they are the
+	// ones updated again soon.
+	keep := j.Status == job.Running
+	raw, seals, err := sealJob(j, kr, prev, keep, maxBytes)
 	if err != nil {
 		return nil, fmt.Errorf("job %s: %w", j.ID, err)
 	}
 	e := newEntry(raw, j.Status, j.CreatedAt, j.CompletedAt)
 	e.extra().keyID = kr.Primary()
-	if j.Status == job.Running {
-		// Kept for running jobs only, as Update keeps live: they are the
-		// ones updated again soon.
-		e.extra().seals = seals
-	}
+	e.extra().seals = seals
 	return e, nil
 }
 
@@ -157,11 +162,12 @@ var errRetry = errors.New("retry")
 
 func (s *FileStore) prepareUpdate(id string, base *entry, fn func(*job.Job) error) (*entry, *job.Job, error) {
 	var j *job.Job
+	seals := base.sealCache()
 	if live := base.liveJob(); live != nil {
 		j = live.Clone()
 	} else {
 		var err error
-		if j, err = s.readJob(base); err != nil {
+		if j, seals, err = s.readEntry(base, true); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -171,7 +177,7 @@ func (s *FileStore) prepareUpdate(id string, base *entry, fn func(*job.Job) erro
 	if err := checkChange(id, base.status, j); err != nil {
 		return nil, nil, err
 	}
-	e, err := s.encodeJob(j, base)
+	e, err := s.encode(j, seals)
 	if err == nil && j.Status == job.Running {
 		// Only running jobs: they are few (one per worker) and are the
 		// ones updated again soon.

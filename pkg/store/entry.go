@@ -30,7 +30,7 @@ type entryMore struct {
 	// instead of decoding raw again. It is never modified.
 	live *job.Job
 	// keyID is the key a sealed job's fields are sealed with ("" for a
-	// plain job); seals, for a live entry, its sealed fields to reuse.
+	// plain job); seals, for a live entry, its sealed part to reuse.
 	keyID string
 	seals *sealCache
 }

@@ -201,14 +201,23 @@ func skipSpace(data []byte, i int) int {
 }
 
 // skipString returns the offset just past the string starting at data[i].
+// It jumps from quote to quote (an envelope is a long string without
+// escapes); a quote after an odd run of backslashes is escaped.
 func skipString(data []byte, i int) (int, error) {
-	for j := i + 1; j < len(data); j++ {
-		switch data[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1, nil
+	for j := i + 1; j < len(data); {
+		k := bytes.IndexByte(data[j:], '"')
+		if k < 0 {
+			break
 		}
+		q := j + k
+		odd := false
+		for p := q - 1; p > i && data[p] == '\\'; p-- {
+			odd = !odd
+		}
+		if !odd {
+			return q + 1, nil
+		}
+		j = q + 1
 	}
 	return 0, syntaxErr(data, i, "unterminated string")
 }

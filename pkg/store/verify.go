@@ -167,7 +167,7 @@ func checkJobs(file string, items []keyed, kr *seal.Keyring) []Problem {
 		e := items[i].e
 		j, err := decodeJob(e.raw)
 		if err == nil && e.sealKey() != "" && kr != nil && kr.Has(e.sealKey()) {
-			err = unsealJob(j, e.sealKey(), kr)
+			err = unsealJob(j, e.raw, e.sealKey(), kr)
 		}
 		errs[i] = err
 	})
