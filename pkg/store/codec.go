@@ -74,17 +74,21 @@ func (c Codec) DecodeJob(id string, raw []byte) (*job.Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("job %s: not a valid job: %w", id, err)
 	}
-	j, err := loadJob(raw)
+	var j *job.Job
+	if m.SealedKey == "" {
+		j, err = loadJob(raw)
+	} else {
+		j, _, err = openSealed(raw, m.SealedKey, c.Keyring, false)
+	}
+	var sealed *SealedError
+	if errors.As(err, &sealed) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("job %s: %w", id, err)
 	}
 	if j.ID != id {
 		return nil, fmt.Errorf("job %s: stored under this id but its id is %q", id, j.ID)
-	}
-	if m.SealedKey != "" {
-		if err := unsealJob(j, m.SealedKey, c.Keyring); err != nil {
-			return nil, err
-		}
 	}
 	return j, nil
 }
