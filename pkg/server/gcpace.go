@@ -37,6 +37,11 @@ func (s *Server) paceGC(stop <-chan struct{}) {
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
+	if s.cluster != nil {
+		// A shared store keeps its jobs in the database, not in this
+		// process; reading its size would only cost a count.
+		return
+	}
 	last := 0
 	t := time.NewTicker(gcEvery)
 	defer t.Stop()

@@ -261,13 +261,13 @@ func New(st store.Store, o Options) (*Server, error) {
 }
 
 // enqueue queues a job just stored pending. On a shared store the store's
-// own notification wakes the workers of every node instead.
+// own notification of the new job wakes the workers of every node, this
+// one's too: waking them here as well would make each idle worker claim
+// twice for one job.
 func (s *Server) enqueue(id string) {
-	if s.cluster != nil {
-		s.wakes.fire()
-		return
+	if s.cluster == nil {
+		s.queue.push(id)
 	}
-	s.queue.push(id)
 }
 
 func (o Options) withDefaults() Options {
