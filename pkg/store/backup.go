@@ -62,6 +62,9 @@ func (s *FileStore) Backup(o BackupOptions) (*BackupResult, error) {
 	if err != nil {
 		return res, err
 	}
+	if len(res.Skipped) > 0 {
+		s.opts.Logger.Error("backup written without jobs whose bytes changed on disk since secauto wrote them; run secauto verify", "file", res.Path, "job_ids", firstN(res.Skipped, 20))
+	}
 	s.opts.Logger.Debug("backup created", "file", res.Path, "jobs", res.Jobs, "bytes", res.Size, "removed", len(res.Removed))
 	return res, nil
 }
@@ -105,13 +108,14 @@ func (f *files) writeBackup(items []keyed, o BackupOptions, now time.Time) (*Bac
 	}()
 	bw := bufio.NewWriterSize(tmp, 1<<20)
 	cw := &countWriter{w: io.MultiWriter(bw, sum)}
+	var skipped []jobProblem
 	if o.Compress {
 		zw := gzip.NewWriter(cw)
-		if err = writeSnapshot(zw, items, o.Progress, nil); err == nil {
+		if skipped, err = writeSnapshot(zw, items, o.Progress, nil); err == nil {
 			err = zw.Close()
 		}
 	} else {
-		err = writeSnapshot(cw, items, o.Progress, nil)
+		skipped, err = writeSnapshot(cw, items, o.Progress, nil)
 	}
 	if err == nil {
 		err = bw.Flush()
@@ -142,7 +146,11 @@ func (f *files) writeBackup(items []keyed, o BackupOptions, now time.Time) (*Bac
 	if err := f.fs.SyncDir(f.dir); err != nil {
 		return nil, fmt.Errorf("write backup %s: %w", path, err)
 	}
-	return &BackupResult{Path: path, Jobs: len(items), SHA256: hexsum, Size: cw.n, KeyIDs: keyIDsOf(entriesOf(items))}, nil
+	res := &BackupResult{Path: path, Jobs: len(items) - len(skipped), SHA256: hexsum, Size: cw.n, KeyIDs: keyIDsOf(entriesOf(items))}
+	for _, p := range skipped {
+		res.Skipped = append(res.Skipped, p.id)
+	}
+	return res, nil
 }
 
 // freeBackupPath is the backup path for the first second at or after now
@@ -216,13 +224,37 @@ func (f *files) pruneBackups(keep int) ([]string, error) {
 
 // readBackup checks a backup's checksum (required when requireSum, else
 // checked only if the sidecar exists) and content, and returns its jobs and
-// its uncompressed size.
+// its uncompressed size. A plain backup in secauto's layout is hashed and
+// indexed a chunk at a time, its jobs left in the file, so that restoring
+// a large history does not hold it in memory; others are read whole.
 func readBackup(fsy fsys.FS, path string, requireSum bool) (map[string]*entry, int64, error) {
+	sf, err := openSnapFile(fsy, path)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := sf.f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	var magic [2]byte
+	if st.Size() >= 4 && sf.readAt(magic[:], 0) == nil && magic != [2]byte{0x1f, 0x8b} {
+		if err := checkSum(fsy, path, io.NewSectionReader(sf.f, 0, st.Size()), requireSum); err != nil {
+			return nil, 0, err
+		}
+		// A backup may come from anywhere: check every job in full.
+		jobs, problems, ok, err := readSnapshotLines(sf, st.Size(), nil)
+		if err != nil {
+			return nil, 0, err
+		}
+		if ok {
+			return backupJobs(jobs, problems, st.Size())
+		}
+	}
 	data, err := fsy.ReadFile(path)
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := checkSum(fsy, path, data, requireSum); err != nil {
+	if err := checkSum(fsy, path, bytes.NewReader(data), requireSum); err != nil {
 		return nil, 0, err
 	}
 	if bytes.HasPrefix(data, []byte{0x1f, 0x8b}) {
@@ -235,18 +267,21 @@ func readBackup(fsy fsys.FS, path string, requireSum bool) (map[string]*entry, i
 			return nil, 0, fmt.Errorf("not a valid gzip file: %w", err)
 		}
 	}
-	// A backup may come from anywhere: check every job in full.
 	jobs, problems, err := decodeSnapshot(data, nil)
 	if err != nil {
 		return nil, 0, fmt.Errorf("not a jobs.json snapshot: %w", err)
 	}
+	return backupJobs(jobs, problems, int64(len(data)))
+}
+
+func backupJobs(jobs map[string]*entry, problems []jobProblem, size int64) (map[string]*entry, int64, error) {
 	if len(problems) > 0 {
 		return nil, 0, fmt.Errorf("job %s: %w (%d bad jobs)", problems[0].id, problems[0].err, len(problems))
 	}
-	return jobs, int64(len(data)), nil
+	return jobs, size, nil
 }
 
-func checkSum(fsy fsys.FS, path string, data []byte, required bool) error {
+func checkSum(fsy fsys.FS, path string, data io.Reader, required bool) error {
 	side, err := fsy.ReadFile(path + checksumSuffix)
 	if errors.Is(err, fs.ErrNotExist) {
 		if required {
@@ -263,10 +298,14 @@ func checkSum(fsy fsys.FS, path string, data []byte, required bool) error {
 	if len(fields) < 1 {
 		return fmt.Errorf("checksum file %s is empty", filepath.Base(path)+checksumSuffix)
 	}
-	got := sha256.Sum256(data)
-	if !strings.EqualFold(fields[0], hex.EncodeToString(got[:])) {
+	h := sha256.New()
+	if _, err := io.Copy(h, data); err != nil {
+		return err
+	}
+	got := hex.EncodeToString(h.Sum(nil))
+	if !strings.EqualFold(fields[0], got) {
 		return fmt.Errorf("checksum mismatch: %s says %s, the file hashes to %s",
-			filepath.Base(path)+checksumSuffix, fields[0], hex.EncodeToString(got[:]))
+			filepath.Base(path)+checksumSuffix, fields[0], got)
 	}
 	return nil
 }

@@ -166,7 +166,7 @@ func writeFixture(b *testing.B, dir string, n int) (int64, []string) {
 	// As secauto writes it, with jobs.json.sum: the common case. A file
 	// placed by hand is checked job by job against the schema instead
 	// (BenchmarkOpenHandPlaced).
-	if _, err := writeJobsFile(fsys.OS, dir, items, nil); err != nil {
+	if _, _, err := writeJobsFile(fsys.OS, dir, items, nil); err != nil {
 		b.Fatal(err)
 	}
 	st, _ := os.Stat(path)

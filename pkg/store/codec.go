@@ -226,17 +226,21 @@ func keyedOf(jobs []StoredJob) []keyed {
 	return items
 }
 
-func storedOf(jobs map[string]*entry) []StoredJob {
+func storedOf(jobs map[string]*entry) ([]StoredJob, error) {
 	out := make([]StoredJob, 0, len(jobs))
 	for id, e := range jobs {
-		sj := StoredJob{ID: id, Doc: e.raw, KeyID: e.sealKey(), Status: e.status, CreatedAt: time.Unix(0, e.created).UTC()}
+		doc, err := e.bytes()
+		if err != nil {
+			return nil, fmt.Errorf("job %s: %w", id, err)
+		}
+		sj := StoredJob{ID: id, Doc: doc, KeyID: e.sealKey(), Status: e.status, CreatedAt: time.Unix(0, e.created).UTC()}
 		if e.completed != 0 {
 			t := time.Unix(0, e.completed).UTC()
 			sj.CompletedAt = &t
 		}
 		out = append(out, sj)
 	}
-	return out
+	return out, nil
 }
 
 // Backups writes the backups of a directory (the file driver's names,
@@ -271,7 +275,7 @@ func ReadBackupFile(path string) ([]StoredJob, error) {
 	if err != nil {
 		return nil, err
 	}
-	return storedOf(jobs), nil
+	return storedOf(jobs)
 }
 
 // CheckJobs checks stored jobs as verify checks a jobs.json written by

@@ -138,11 +138,16 @@ func (s *FileStore) snapshotLocked(force bool) error {
 	start := time.Now()
 	err := writeRecordsFile(s.files.fs, s.files.dir, v.records)
 	var written int64
+	var placed *placement
 	if err == nil {
-		written, err = writeJobsFile(s.files.fs, s.files.dir, v.items, nil)
+		written, placed, err = writeJobsFile(s.files.fs, s.files.dir, v.items, nil)
 	}
 	if err == nil {
 		err = s.w.Cut(v.applied)
+	}
+	if err == nil {
+		s.reportSkipped(placed)
+		s.idx.relocate(v.items, placed)
 	}
 	s.idx.mu.Lock()
 	if err != nil {
@@ -161,4 +166,19 @@ func (s *FileStore) snapshotLocked(force bool) error {
 		s.opts.OnSnapshot(took, len(v.items))
 	}
 	return nil
+}
+
+// reportSkipped logs the jobs a snapshot left out because their bytes in
+// the previous jobs.json rotted: the new jobs.json.sum still names them, so
+// the next start takes them from a backup or reports them lost.
+func (s *FileStore) reportSkipped(p *placement) {
+	if len(p.skipped) == 0 {
+		return
+	}
+	ids := make([]string, len(p.skipped))
+	for i, sk := range p.skipped {
+		ids[i] = sk.id
+	}
+	s.opts.Logger.Error("jobs whose bytes changed on disk since secauto wrote them were left out of the new jobs.json; the next start takes them from a backup",
+		"jobs", len(ids), "job_ids", firstN(ids, 20), "err", p.skipped[0].err.Error())
 }

@@ -9,18 +9,28 @@ import (
 	"github.com/secauto/secauto/pkg/job"
 )
 
-// entry is a stored job: its JSON exactly as it is written to jobs.json and
-// the journal, plus the few fields that listing and cleanup need. Keeping the
-// encoded form means a snapshot never re-encodes a job that did not change,
-// and memory stays close to the size of the data.
+// entry is a stored job: where its JSON is, exactly as it is written to
+// jobs.json and the journal, plus the few fields that listing and cleanup
+// need. Keeping the encoded form means a snapshot never re-encodes a job
+// that did not change.
+//
+// The JSON is in memory (raw) for a job changed since the last snapshot,
+// and otherwise only in jobs.json (snap, off, size, crc), read back when
+// the job is shown or changed, as Bitcask keeps a key directory and reads
+// values from its files. Memory then grows with what changed recently and
+// with the number of jobs, not with the bytes of the history kept.
 type entry struct {
 	raw       []byte
 	status    job.Status
 	created   int64 // unix nanoseconds
 	completed int64 // unix nanoseconds; 0 when unset
 	// more is nil for a plain job that is not running, which is most of a
-	// large store: an entry then takes 64 bytes.
+	// large store.
 	more *entryMore
+	snap *snapFile
+	off  int64
+	size uint32
+	crc  uint32 // CRC-32C of the bytes at off, as jobs.json.sum records it
 }
 
 // entryMore is what only running and sealed jobs need.
@@ -33,6 +43,32 @@ type entryMore struct {
 	// plain job); seals, for a live entry, its sealed part to reuse.
 	keyID string
 	seals *sealCache
+}
+
+// bytes returns the job's JSON, from memory or read back from jobs.json
+// and checked against its checksum: a job whose bytes changed on disk
+// since secauto wrote them is an error naming the file, never a wrong job.
+// The result must not be modified.
+func (e *entry) bytes() ([]byte, error) {
+	if e.snap == nil {
+		return e.raw, nil
+	}
+	return e.snap.read(e.off, e.size, e.crc)
+}
+
+// bodySize is the length of the job's JSON.
+func (e *entry) bodySize() int {
+	if e.snap == nil {
+		return len(e.raw)
+	}
+	return int(e.size)
+}
+
+// inFile is e with its JSON at off in sf instead of in memory.
+func (e *entry) inFile(sf *snapFile, off int64, size int, crc uint32) *entry {
+	n := *e
+	n.raw, n.snap, n.off, n.size, n.crc = nil, sf, off, uint32(size), crc
+	return &n
 }
 
 func (e *entry) extra() *entryMore {

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/secauto/secauto/pkg/fsys"
+	"github.com/secauto/secauto/pkg/fsys/crashfs"
 )
 
 func FuzzDecodeSnapshot(f *testing.F) {
@@ -17,6 +20,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add([]byte("{\n}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		jobs, problems, err := decodeSnapshot(data, nil)
+		checkStreamedAgrees(t, data, jobs, problems, err)
 		var ref map[string]json.RawMessage
 		refErr := json.Unmarshal(data, &ref)
 		if err == nil && len(problems) == 0 {
@@ -31,7 +35,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 			for id, e := range jobs {
 				items = append(items, keyed{id, e})
 			}
-			if err := writeSnapshot(&buf, items, nil, nil); err != nil {
+			if _, err := writeSnapshot(&buf, items, nil, nil); err != nil {
 				t.Fatal(err)
 			}
 			back, problems, err := decodeSnapshot(buf.Bytes(), nil)
@@ -43,6 +47,49 @@ func FuzzDecodeSnapshot(f *testing.F) {
 			t.Fatal("invalid JSON accepted")
 		}
 	})
+}
+
+// checkStreamedAgrees holds the streaming reader, for a file it takes as
+// in its layout, to what the whole-file parse found: the same jobs, with
+// the same bytes, and the same problems.
+func checkStreamedAgrees(t *testing.T, data []byte, jobs map[string]*entry, problems []jobProblem, err error) {
+	t.Helper()
+	c := crashfs.New()
+	if werr := fsys.WriteNewFile(c, "/jobs.json", fileMode, data); werr != nil {
+		t.Fatal(werr)
+	}
+	sf, oerr := openSnapFile(c, "/jobs.json")
+	if oerr != nil {
+		t.Fatal(oerr)
+	}
+	sjobs, sproblems, ok, rerr := readSnapshotLines(sf, int64(len(data)), nil)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !ok {
+		return
+	}
+	if err != nil {
+		t.Fatalf("streamed read accepts what the whole parse rejects (%v)", err)
+	}
+	if len(sjobs) != len(jobs) || len(sproblems) != len(problems) {
+		t.Fatalf("streamed: %d jobs, %d problems; whole: %d jobs, %d problems", len(sjobs), len(sproblems), len(jobs), len(problems))
+	}
+	for id, e := range jobs {
+		se, found := sjobs[id]
+		if !found {
+			t.Fatalf("job %q not streamed", id)
+		}
+		got, berr := se.bytes()
+		if berr != nil || !bytes.Equal(got, e.raw) || se.status != e.status || se.created != e.created {
+			t.Fatalf("job %q streamed as %q (%v), whole as %q", id, got, berr, e.raw)
+		}
+	}
+	for i := range problems {
+		if problems[i].id != sproblems[i].id {
+			t.Fatalf("problem %d: streamed %q, whole %q", i, sproblems[i].id, problems[i].id)
+		}
+	}
 }
 
 // FuzzScanJobMeta holds the one-pass scanner to encoding/json's verdict and

@@ -132,6 +132,36 @@ func (x *index) replace(jobs map[string]*entry) {
 	x.dirty = true
 }
 
+// relocate points the entries a snapshot wrote at their bytes in the new
+// jobs.json, so that memory no longer holds them: those still current (a
+// job changed since keeps its newer bytes) and not running (a running job
+// is updated again soon). It works in batches, so writers wait for one
+// batch at most.
+func (x *index) relocate(items []keyed, p *placement) {
+	if p.file == nil {
+		return
+	}
+	const batch = 4096
+	moved := make([]*entry, batch)
+	for lo := 0; lo < len(items); lo += batch {
+		hi := min(lo+batch, len(items))
+		for i := lo; i < hi; i++ {
+			moved[i-lo] = nil
+			e := items[i].e
+			if p.offs[i] >= 0 && e.liveJob() == nil {
+				moved[i-lo] = e.inFile(p.file, p.offs[i], e.bodySize(), p.crcs[i])
+			}
+		}
+		x.mu.Lock()
+		for i := lo; i < hi; i++ {
+			if m := moved[i-lo]; m != nil && x.jobs[items[i].id] == items[i].e {
+				x.jobs[items[i].id] = m
+			}
+		}
+		x.mu.Unlock()
+	}
+}
+
 // view is a point-in-time copy of the durable state. Entries are immutable,
 // so it stays consistent after mu is released.
 type view struct {

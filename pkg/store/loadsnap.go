@@ -3,10 +3,10 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"slices"
 
-	"github.com/secauto/secauto/pkg/fsys"
 	"github.com/secauto/secauto/pkg/journal"
 )
 
@@ -16,21 +16,18 @@ import (
 // backup or reported lost (SPEC §5 step 2).
 func (l *loader) loadJobs(scan *journal.Scan) error {
 	spath := l.path(SnapshotFile)
-	st, _ := l.fs.Stat(spath)
-	data, err := fsys.ReadFileIfExists(l.fs, spath)
+	jobs, problems, size, sums, perr, err := l.readJobs(spath)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", spath, err)
 	}
-	if data == nil {
+	if jobs == nil && perr == nil {
 		l.st.jobs = map[string]*entry{}
 		return nil
 	}
-	sums := readSnapshotSums(l.fs, l.dir, st)
-	jobs, problems, perr := decodeSnapshot(data, sums)
 	if perr != nil {
 		return l.replaceSnapshot(fmt.Errorf("does not parse: %w", perr))
 	}
-	l.st.snapBytes = int64(len(data))
+	l.st.snapBytes = size
 	l.st.report.SnapshotJobs = len(jobs)
 	missing := missingJobs(sums, jobs, problems)
 	rotted := len(missing)
@@ -99,20 +96,66 @@ func (l *loader) restoreJobs(bad []string, scan *journal.Scan) {
 	if len(need) == 0 {
 		return
 	}
-	path, backup, _ := newestGoodBackup(l.fs, l.dir, l.log)
-	for _, id := range need {
-		if e, ok := backup[id]; ok {
-			l.st.jobs[id] = e
-			l.st.report.RestoredJobs = append(l.st.report.RestoredJobs, id)
-			l.problem(SnapshotFile, id, "taken from %s", path)
+	// Newest first: a backup written while a job's bytes had rotted
+	// left that job out, so an older one may be the one that holds it.
+	paths, _ := backupPaths(l.fs, l.dir)
+	for _, p := range paths {
+		if len(need) == 0 {
+			break
+		}
+		backup, _, err := readBackup(l.fs, p, true)
+		if err != nil {
+			l.log.Warn("backup skipped", "file", p, "reason", err.Error())
 			continue
 		}
+		left := need[:0]
+		for _, id := range need {
+			e, ok := backup[id]
+			if !ok {
+				left = append(left, id)
+				continue
+			}
+			l.st.jobs[id] = e
+			l.st.report.RestoredJobs = append(l.st.report.RestoredJobs, id)
+			l.problem(SnapshotFile, id, "taken from %s", p)
+			if l.st.report.RestoredFrom == "" {
+				l.st.report.RestoredFrom = p
+			}
+		}
+		need = left
+	}
+	for _, id := range need {
 		l.st.report.LostJobs = append(l.st.report.LostJobs, id)
 		l.problem(SnapshotFile, id, "lost: no verified backup holds it")
 	}
-	if len(l.st.report.RestoredJobs) > 0 {
-		l.st.report.RestoredFrom = path
+}
+
+// readJobs indexes jobs.json: streamed, its jobs left in the file, when it
+// is in secauto's layout, else read and parsed whole (perr when it does not
+// parse). No file is no jobs and no error.
+func (l *loader) readJobs(path string) (jobs map[string]*entry, problems []jobProblem, size int64, sums *jobSums, perr, err error) {
+	sf, err := openSnapFile(l.fs, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, 0, nil, nil, nil
 	}
+	if err != nil {
+		return nil, nil, 0, nil, nil, err
+	}
+	st, err := sf.f.Stat()
+	if err != nil {
+		return nil, nil, 0, nil, nil, err
+	}
+	sums = readSnapshotSums(l.fs, l.dir, st)
+	jobs, problems, ok, err := readSnapshotLines(sf, st.Size(), sums)
+	if err != nil || ok {
+		return jobs, problems, st.Size(), sums, nil, err
+	}
+	data, err := l.fs.ReadFile(path)
+	if err != nil {
+		return nil, nil, 0, nil, nil, err
+	}
+	jobs, problems, perr = decodeSnapshot(data, sums)
+	return jobs, problems, int64(len(data)), sums, perr, nil
 }
 
 // replaceSnapshot handles a jobs.json that does not parse: it is moved

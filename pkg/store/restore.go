@@ -45,8 +45,14 @@ func (s *FileStore) Restore(path string, o BackupOptions) (*RestoreResult, error
 	for id, e := range jobs {
 		items = append(items, keyed{id, e})
 	}
-	if _, err := writeJobsFile(s.files.fs, s.files.dir, items, o.Progress); err != nil {
+	_, placed, err := writeJobsFile(s.files.fs, s.files.dir, items, o.Progress)
+	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if placed.file != nil {
+		for i, it := range items {
+			jobs[it.id] = it.e.inFile(placed.file, placed.offs[i], it.e.bodySize(), placed.crcs[i])
+		}
 	}
 	s.idx.replace(jobs)
 	s.compactor.restored(size)

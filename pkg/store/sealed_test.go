@@ -430,9 +430,10 @@ func TestTamperedAndMovedCiphertexts(t *testing.T) {
 // envelopeOf is the envelope of a sealed entry.
 func envelopeOf(t *testing.T, e *entry) string {
 	t.Helper()
-	_, env, ok := splitSealed(e.raw)
+	raw := rawOf(t, e)
+	_, env, ok := splitSealed(raw)
 	if !ok {
-		t.Fatalf("no envelope at the end of %s", e.raw)
+		t.Fatalf("no envelope at the end of %s", raw)
 	}
 	return string(env)
 }
@@ -706,10 +707,10 @@ func TestSealedJobsOfEarlierReleases(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := splitSealed(s.idx.jobs[runningID].raw); !ok {
-		t.Fatalf("an updated job is still in the earlier form: %s", s.idx.jobs[runningID].raw)
+	if _, _, ok := splitSealed(rawOf(t, s.idx.jobs[runningID])); !ok {
+		t.Fatalf("an updated job is still in the earlier form: %s", rawOf(t, s.idx.jobs[runningID]))
 	}
-	if _, _, ok := splitSealed(s.idx.jobs[completedID].raw); ok {
+	if _, _, ok := splitSealed(rawOf(t, s.idx.jobs[completedID])); ok {
 		t.Fatal("an unchanged job was rewritten")
 	}
 	checkAll(t, s, true)
@@ -728,7 +729,7 @@ func TestSealedJobsOfEarlierReleases(t *testing.T) {
 	s = openKeyed(t, dir, keyring(t, 2))
 	checkAll(t, s, true)
 	for id, e := range s.idx.jobs {
-		if _, _, ok := splitSealed(e.raw); !ok {
+		if _, _, ok := splitSealed(rawOf(t, e)); !ok {
 			t.Fatalf("job %s is in the earlier form after rotation", id)
 		}
 	}

@@ -285,41 +285,63 @@ func plainString(s []byte) bool {
 }
 
 // writeSnapshot writes jobs in the jobs.json format, one job per line, in id
-// order (ids are time-ordered, so this is creation order for new jobs). When
-// sums is set it is given each job's id and the CRC-32C of its value, in
-// file order, for jobs.json.sum.
-func writeSnapshot(w io.Writer, items []keyed, progress Progress, sums func(id string, crc uint32)) error {
+// order (ids are time-ordered, so this is creation order for new jobs).
+// wrote, when set, hears for each job in file order its index in items, the
+// offset of its bytes in w and their CRC-32C, for jobs.json.sum and for the
+// index to read them from the new file. A job read back from jobs.json
+// whose bytes rotted since they were indexed is left out (wrote hears
+// offset -1 and the checksum it should have) and returned: written on, the
+// rot would no longer be told from a job secauto wrote.
+func writeSnapshot(w io.Writer, items []keyed, progress Progress, wrote func(i int, off int64, crc uint32)) ([]jobProblem, error) {
 	sortByID(items)
 	if _, err := io.WriteString(w, "{"); err != nil {
-		return err
+		return nil, err
 	}
-	var key []byte
+	var (
+		key     []byte
+		cur     snapCursor
+		skipped []jobProblem
+		n       = int64(1)
+	)
 	for i, it := range items {
+		if progress != nil && i%1024 == 0 {
+			progress(int64(i), int64(len(items)))
+		}
+		raw, err := cur.bytes(it.e)
+		if err != nil {
+			skipped = append(skipped, jobProblem{it.id, err})
+			if wrote != nil {
+				wrote(i, -1, it.e.crc)
+			}
+			continue
+		}
 		key = key[:0]
-		if i > 0 {
+		if n > 1 {
 			key = append(key, ',')
 		}
 		key = append(key, "\n"...)
 		key = appendQuoted(key, it.id)
 		key = append(key, ": "...)
 		if _, err := w.Write(key); err != nil {
-			return err
+			return nil, err
 		}
-		if _, err := w.Write(it.e.raw); err != nil {
-			return err
+		if _, err := w.Write(raw); err != nil {
+			return nil, err
 		}
-		if sums != nil {
-			sums(it.id, crc32.Checksum(it.e.raw, crcTable))
+		if wrote != nil {
+			crc := it.e.crc
+			if it.e.snap == nil {
+				crc = crc32.Checksum(raw, crcTable)
+			}
+			wrote(i, n+int64(len(key)), crc)
 		}
-		if progress != nil && i%1024 == 0 {
-			progress(int64(i), int64(len(items)))
-		}
+		n += int64(len(key) + len(raw))
 	}
 	if progress != nil {
 		progress(int64(len(items)), int64(len(items)))
 	}
 	_, err := io.WriteString(w, "\n}\n")
-	return err
+	return skipped, err
 }
 
 // sortByID sorts items by id. Sorting is a large share of a snapshot's

@@ -53,23 +53,36 @@ var (
 	errJobPhantom = fmt.Errorf("not recorded in %s (its id rotted); dropped", snapshotSumFile)
 )
 
+// placement says where writeJobsFile put each job: the bytes of items[i]
+// are at offs[i] in file, or were left out (-1, listed in skipped).
+type placement struct {
+	file    *snapFile
+	offs    []int64
+	crcs    []uint32
+	skipped []jobProblem
+}
+
 // writeJobsFile atomically replaces jobs.json with items and jobs.json.sum
 // with their checksums; the two share one directory fsync. It returns the
-// size of jobs.json.
-func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (int64, error) {
+// size of jobs.json and where each job's bytes are in it (file is nil if
+// the new jobs.json could not be opened to read them back).
+func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (int64, *placement, error) {
 	path := filepath.Join(dir, SnapshotFile)
 	lines := make([]byte, 0, len(items)*46)
+	p := &placement{offs: make([]int64, len(items)), crcs: make([]uint32, len(items))}
 	var n int64
 	jobs, err := fsys.WriteTemp(fs, path, fileMode, func(w io.Writer) error {
 		cw := &countWriter{w: w}
-		err := writeSnapshot(cw, items, progress, func(id string, c uint32) {
-			lines = appendSumLine(lines, c, id)
+		var err error
+		p.skipped, err = writeSnapshot(cw, items, progress, func(i int, off int64, c uint32) {
+			lines = appendSumLine(lines, c, items[i].id)
+			p.offs[i], p.crcs[i] = off, c
 		})
 		n = cw.n
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
+		return 0, nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	head, _ := json.Marshal(snapshotSum{
 		Size:    jobs.Info.Size(),
@@ -86,15 +99,18 @@ func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (in
 	})
 	if err != nil {
 		jobs.Discard()
-		return 0, fmt.Errorf("write %s: %w", snapshotSumFile, err)
+		return 0, nil, fmt.Errorf("write %s: %w", snapshotSumFile, err)
 	}
 	// A crash between the renames leaves a sum that does not describe
 	// jobs.json (another size and time): the next open checks each job
 	// against the schema, as for a file placed by hand.
 	if err := fsys.Install(fs, jobs, sum); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
+		return 0, nil, fmt.Errorf("write %s: %w", path, err)
 	}
-	return n, nil
+	// The lock keeps any other writer out, so the file under this name is
+	// the one just written.
+	p.file, _ = openSnapFile(fs, path)
+	return n, p, nil
 }
 
 // appendSumLine appends "crc32c id\n", the per-job line of jobs.json.sum.

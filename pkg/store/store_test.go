@@ -337,3 +337,13 @@ func TestUpdatesOfRunningJobsMatchDecoding(t *testing.T) {
 		t.Errorf("updates from the kept copy:\n%s\nfrom decoding:\n%s", kept, decoded)
 	}
 }
+
+// rawOf is an entry's JSON, wherever it is kept.
+func rawOf(t *testing.T, e *entry) []byte {
+	t.Helper()
+	raw, err := e.bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}

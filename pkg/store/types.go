@@ -168,6 +168,10 @@ type BackupResult struct {
 	SHA256  string   `json:"sha256"`
 	Size    int64    `json:"size"`
 	Removed []string `json:"removed,omitempty"`
+	// Skipped are the jobs left out because their bytes in jobs.json
+	// changed on disk since secauto wrote them (`secauto verify` names
+	// them; the next start takes them from an older backup).
+	Skipped []string `json:"skipped,omitempty"`
 	// KeyIDs are the keys needed to read the backup's encrypted jobs.
 	KeyIDs []string `json:"key_ids,omitempty"`
 }

@@ -212,9 +212,13 @@ func (s *FileStore) readJob(e *entry) (*job.Job, error) {
 // readEntry is readJob that, with keep, also returns the sealed part of a
 // sealed entry for the update that reads it to reuse.
 func (s *FileStore) readEntry(e *entry, keep bool) (*job.Job, *sealCache, error) {
+	raw, err := e.bytes()
+	if err != nil {
+		return nil, nil, err
+	}
 	if e.sealKey() == "" {
-		j, err := loadJob(e.raw)
+		j, err := loadJob(raw)
 		return j, nil, err
 	}
-	return openSealed(e.raw, e.sealKey(), s.opts.Keyring, keep)
+	return openSealed(raw, e.sealKey(), s.opts.Keyring, keep)
 }

@@ -165,9 +165,14 @@ func checkJobs(file string, items []keyed, kr *seal.Keyring) []Problem {
 	errs := make([]error, len(items))
 	forEachParallel(len(items), func(i int) {
 		e := items[i].e
-		j, err := decodeJob(e.raw)
+		raw, err := e.bytes()
+		if err != nil {
+			errs[i] = err
+			return
+		}
+		j, err := decodeJob(raw)
 		if err == nil && e.sealKey() != "" && kr != nil && kr.Has(e.sealKey()) {
-			err = unsealJob(j, e.raw, e.sealKey(), kr)
+			err = unsealJob(j, raw, e.sealKey(), kr)
 		}
 		errs[i] = err
 	})

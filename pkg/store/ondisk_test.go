@@ -1,0 +1,266 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/secauto/secauto/pkg/job"
+)
+
+// settle creates n completed jobs, each with a context of pad bytes, by
+// eight writers at once.
+func settle(t testing.TB, s *FileStore, n, pad int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < n; i += 8 {
+				j := newJob(i)
+				j.Context["pad"] = strings.Repeat("x", pad)
+				c, err := s.Create(j)
+				if err == nil {
+					_, err = s.Update(c.ID, func(j *job.Job) error {
+						j.Status = job.Running
+						now := time.Now()
+						j.StartedAt = &now
+						return nil
+					})
+				}
+				if err == nil {
+					_, err = s.Update(c.ID, func(j *job.Job) error { return j.Finish(job.Completed, "", time.Now()) })
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids[i] = c.ID
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return ids
+}
+
+func start(t testing.TB, s *FileStore, id string) {
+	t.Helper()
+	if _, err := s.Update(id, func(j *job.Job) error {
+		j.Status = job.Running
+		now := time.Now()
+		j.StartedAt = &now
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// inMemory counts the entries whose bytes the index holds in memory.
+func inMemory(s *FileStore) (mem, files int) {
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	for _, e := range s.idx.jobs {
+		if e.snap == nil {
+			mem++
+		} else {
+			files++
+		}
+	}
+	return mem, files
+}
+
+// Once a snapshot holds them, settled jobs are read from jobs.json, not
+// kept in memory, and read back the same, before and after a reopen; a
+// running job keeps its bytes, and a job changed after the snapshot is in
+// memory until the next one.
+func TestSettledJobsAreReadFromTheSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	ids := settle(t, s, 50, 100)
+	run := mustCreate(t, s, newJob(99))
+	start(t, s, run.ID)
+	before := map[string]string{}
+	for _, id := range append(ids, run.ID) {
+		j, err := s.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[id] = fmt.Sprint(j)
+	}
+	if mem, _ := inMemory(s); mem != 51 {
+		t.Fatalf("%d jobs in memory before any snapshot, want all 51", mem)
+	}
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if mem, files := inMemory(s); mem != 1 || files != 50 {
+		t.Fatalf("after a snapshot %d jobs in memory and %d in the file, want the running one and 50", mem, files)
+	}
+	if err := s.Delete(ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	delete(before, ids[0])
+	mustCreate(t, s, newJob(100))
+	if mem, _ := inMemory(s); mem != 2 {
+		t.Fatalf("%d jobs in memory after a create, want 2", mem)
+	}
+	same := func(s *FileStore) {
+		t.Helper()
+		for id, want := range before {
+			j, err := s.Get(id)
+			if err != nil || fmt.Sprint(j) != want {
+				t.Fatalf("job %s reads back as %v (%v), want %s", id, j, err, want)
+			}
+		}
+		all, err := s.List(Filter{})
+		if err != nil || len(all) != 51 {
+			t.Fatalf("list: %d jobs, %v", len(all), err)
+		}
+	}
+	same(s)
+	// A second snapshot copies the first one's jobs into the new file.
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	same(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, dir)
+	defer s.Close()
+	if mem, files := inMemory(s); mem != 0 || files != 51 {
+		t.Fatalf("a reopened store holds %d jobs in memory and %d in the file, want 0 and 51", mem, files)
+	}
+	same(s)
+}
+
+// flipIn changes one byte inside the value of job id in jobs.json, in
+// place (the way a disk rots), keeping the file's size and time.
+func flipIn(t *testing.T, dir, id string) {
+	t.Helper()
+	path := filepath.Join(dir, SnapshotFile)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(data, []byte(`"hello `+id))
+	if at < 0 {
+		t.Fatalf("no marker %q in jobs.json", id)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("j"), int64(at+2)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	os.Chtimes(path, st.ModTime(), st.ModTime())
+}
+
+// A job whose bytes rot in jobs.json while the daemon runs is never read
+// as another job: reading it is an error naming the file, a listing leaves
+// it out, a snapshot leaves it out of the new jobs.json (the sum file still
+// names it), and the next open takes it from the newest backup.
+func TestRotWhileOpenIsCaughtOnRead(t *testing.T) {
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	s, err := Open(Options{Dir: dir, SnapshotInterval: -1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := settle(t, s, 10, 10)
+	if _, err := s.Backup(BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	flipIn(t, dir, "3\"")
+	if _, err := s.Get(ids[3]); !errors.Is(err, errJobRotted) || !strings.Contains(err.Error(), SnapshotFile) {
+		t.Fatalf("get of a rotted job: %v", err)
+	}
+	all, err := s.List(Filter{})
+	if err != nil || len(all) != 9 {
+		t.Fatalf("list: %d jobs, %v; want the 9 intact ones", len(all), err)
+	}
+	res, err := s.Backup(BackupOptions{})
+	if err != nil || res.Jobs != 9 || len(res.Skipped) != 1 || res.Skipped[0] != ids[3] {
+		t.Fatalf("backup beside a rotted job: %+v, %v", res, err)
+	}
+	if _, err := s.Update(ids[3], func(*job.Job) error { return nil }); !errors.Is(err, errJobRotted) {
+		t.Fatalf("update of a rotted job: %v", err)
+	}
+	mustCreate(t, s, newJob(20))
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), ids[3]) {
+		t.Fatalf("the snapshot that left the rotted job out did not name it:\n%s", logs.String())
+	}
+	if _, err := s.Get(ids[3]); !errors.Is(err, errJobRotted) {
+		t.Fatalf("after the snapshot, get of the rotted job: %v", err)
+	}
+	abandon(s)
+	s, err = Open(Options{Dir: dir, SnapshotInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rep := s.Report()
+	if len(rep.RestoredJobs) != 1 || rep.RestoredJobs[0] != ids[3] {
+		t.Fatalf("reopen: %+v", rep)
+	}
+	j, err := s.Get(ids[3])
+	if err != nil || j.Status != job.Completed {
+		t.Fatalf("restored job: %v %v", j, err)
+	}
+	if all, _ := s.List(Filter{}); len(all) != 11 {
+		t.Fatalf("%d jobs after the reopen, want 11", len(all))
+	}
+}
+
+// Opening a store holds its index, not its history: the heap after open
+// is a small share of jobs.json however large each job is.
+func TestOpenHeapDoesNotHoldTheHistory(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	const n, pad = 2000, 16000
+	settle(t, s, n, pad)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, SnapshotFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	s = openT(t, dir)
+	defer s.Close()
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	held := int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
+	if held > st.Size()/10 {
+		t.Fatalf("an open store of %d bytes holds %d bytes of heap, more than a tenth of it", st.Size(), held)
+	}
+	if j, err := s.List(Filter{Limit: 1}); err != nil || len(j) != 1 || len(j[0].Context["pad"].(string)) != pad {
+		t.Fatalf("list: %v %v", j, err)
+	}
+}
