@@ -3,22 +3,23 @@ package server
 import (
 	"os"
 	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"time"
 )
 
-// The file driver keeps every job's encoded bytes in memory, so the live
-// heap of a daemon with a long history is about the size of jobs.json.
-// Go's default pacing (GOGC=100) lets the heap grow to twice the live
-// heap before collecting, which for a 1.4 GB history is 1.4 GB of memory
-// that holds nothing. The daemon therefore collects sooner as the history
-// grows: the heap may exceed the live data by about gcHeadroom, never by
-// less than gcMinPercent of it (below that, collections would come so
-// often that they cost more than they save). An operator's GOGC or
-// GOMEMLIMIT is left alone.
+// A daemon's live heap grows with the jobs it indexes and those changed
+// since the last snapshot (whose bytes it keeps until they are in
+// jobs.json). Go's default pacing (GOGC=100) lets the heap grow to twice
+// the live heap before collecting, which for a live heap of a gigabyte is
+// a gigabyte of memory that holds nothing. The daemon therefore collects
+// sooner as the live heap grows: the heap may exceed it by about
+// gcHeadroom, never by less than gcMinPercent of it (below that,
+// collections would come so often that they cost more than they save). An
+// operator's GOGC or GOMEMLIMIT is left alone.
 const (
 	gcHeadroom   = 384 << 20
 	gcMinPercent = 10
-	gcEvery      = 30 * time.Second
+	gcEvery      = 5 * time.Second
 )
 
 // gcPercentFor is the GOGC for a live heap of about live bytes: the
@@ -31,26 +32,26 @@ func gcPercentFor(live int64) int {
 	return max(gcMinPercent, min(100, p))
 }
 
-// paceGC sets the collector's pace from the store's size now and every
+// paceGC sets the collector's pace from the live heap now and every
 // gcEvery until stop is closed, unless the environment sets it.
 func (s *Server) paceGC(stop <-chan struct{}) {
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	if s.cluster != nil {
-		// A shared store keeps its jobs in the database, not in this
-		// process; reading its size would only cost a count.
-		return
-	}
+	sample := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	last := 0
 	t := time.NewTicker(gcEvery)
 	defer t.Stop()
 	for {
-		st := s.st.Stats()
-		if p := gcPercentFor(st.SnapshotBytes + st.JournalBytes); p != last {
+		rtmetrics.Read(sample)
+		live := int64(0)
+		if sample[0].Value.Kind() == rtmetrics.KindUint64 {
+			live = int64(sample[0].Value.Uint64())
+		}
+		if p := gcPercentFor(live); p != last {
 			debug.SetGCPercent(p)
 			if last != 0 || p != 100 {
-				s.log.Debug("garbage collector paced to the store's size", "gogc", p, "store_bytes", st.SnapshotBytes+st.JournalBytes)
+				s.log.Debug("garbage collector paced to the live heap", "gogc", p, "live_bytes", live)
 			}
 			last = p
 		}
