@@ -2,8 +2,10 @@ package store
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secauto/secauto/pkg/fsys"
 	"github.com/secauto/secauto/pkg/job"
 )
 
@@ -263,4 +266,79 @@ func TestOpenHeapDoesNotHoldTheHistory(t *testing.T) {
 	if j, err := s.List(Filter{Limit: 1}); err != nil || len(j) != 1 || len(j[0].Context["pad"].(string)) != pad {
 		t.Fatalf("list: %v %v", j, err)
 	}
+}
+
+// jobs.json.sum records each job's index fields, so opening checks a job's
+// bytes against its sum without decoding them: the index it builds is the
+// one decoding would give. A sum in the earlier format (crc and id only)
+// still vouches for the file, and the first line no longer holds the field
+// an earlier release checks, so that one checks every job instead of
+// misreading the lines.
+func TestSumRecordsTheIndexFields(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	settle(t, s, 20, 10)
+	start(t, s, mustCreate(t, s, newJob(30)).ID)
+	mustCreate(t, s, newJob(31))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sumPath := filepath.Join(dir, snapshotSumFile)
+	raw, err := os.ReadFile(sumPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, lines, _ := bytes.Cut(raw, []byte{'\n'})
+	if bytes.Contains(head, []byte(`"crc32c"`)) || !bytes.Contains(head, []byte(`"lines_crc32c"`)) {
+		t.Fatalf("first line %s", head)
+	}
+	check := func(s *FileStore) {
+		t.Helper()
+		s.idx.mu.Lock()
+		defer s.idx.mu.Unlock()
+		if len(s.idx.jobs) != 22 {
+			t.Fatalf("%d jobs", len(s.idx.jobs))
+		}
+		for id, e := range s.idx.jobs {
+			_, want, err := decodeEntry(rawOf(t, e), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.status != want.status || e.created != want.created || e.completed != want.completed || e.sealKey() != want.sealKey() {
+				t.Fatalf("job %s indexed as %+v, its bytes say %+v", id, e, want)
+			}
+		}
+	}
+	s = openT(t, dir)
+	check(s)
+	if len(s.Report().Problems) != 0 {
+		t.Fatalf("problems: %v", s.Report().Problems)
+	}
+	abandon(s)
+
+	// The earlier format: "crc id" lines under "crc32c".
+	var old []byte
+	for _, l := range bytes.Split(bytes.TrimSuffix(lines, []byte{'\n'}), []byte{'\n'}) {
+		f := bytes.Fields(l)
+		old = append(old, fmt.Sprintf("%s %s\n", f[0], f[len(f)-1])...)
+	}
+	var sum snapshotSum
+	if err := json.Unmarshal(head, &sum); err != nil {
+		t.Fatal(err)
+	}
+	sum.LinesCRC32C, sum.CRC32C = "", fmt.Sprintf("%08x", crc32.Checksum(old, crcTable))
+	oldHead, _ := json.Marshal(sum)
+	if err := os.WriteFile(sumPath, append(append(oldHead, '\n'), old...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, SnapshotFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sums := readSnapshotSums(fsys.OS, dir, st); sums == nil || len(sums.list) != 22 || sums.list[0].meta {
+		t.Fatalf("an earlier sum file reads as %+v", sums)
+	}
+	s = openT(t, dir)
+	defer s.Close()
+	check(s)
 }

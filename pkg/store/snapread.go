@@ -168,12 +168,20 @@ func indexLine(sf *snapFile, id string, value []byte, off int64, i int, sums *jo
 	}
 	crc := crc32.Checksum(value, crcTable)
 	if sums != nil {
-		want, known := sums.lookup(i, id)
+		js, known := sums.lookup(i, id)
 		switch {
 		case !known:
 			return parsedJob{id: id, err: errJobPhantom}
-		case crc != want:
+		case crc != js.crc:
 			return parsedJob{id: id, err: errJobRotted}
+		case js.meta:
+			// Indexed when it was written, from these very bytes.
+			e := &entry{status: js.status, created: js.created, completed: js.completed}
+			if js.keyID != "" {
+				e.extra().keyID = js.keyID
+			}
+			e.snap, e.off, e.size, e.crc = sf, off, uint32(len(value)), crc
+			return parsedJob{id: id, e: e}
 		}
 	}
 	got, e, err := decodeEntry(value, sums == nil)

@@ -9,30 +9,41 @@ import (
 	"io"
 	"io/fs"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/secauto/secauto/pkg/fsys"
+	"github.com/secauto/secauto/pkg/job"
 )
 
 // jobs.json carries no checksum of its own (its format is fixed), so a
 // flipped bit inside a string would load silently. jobs.json.sum records,
 // for the jobs.json that secauto last wrote, its size and modification time
-// and the CRC-32C of every job in it, in the file's order; the first line
+// and, for every job in it in the file's order, the CRC-32C of its bytes and
+// what the index keeps of it (status, creation and completion time in Unix
+// nanoseconds, the key a sealed job is sealed with or "-"); the first line
 // also holds the CRC-32C of the lines after it, so the sum file vouches for
 // itself:
 //
-//	{"size":123,"mtime":"…","jobs":2,"crc32c":"1a2b3c4d"}
-//	5e6f7a8b 0190c3f2-…
-//	9c0d1e2f 0190c3f3-…
+//	{"size":123,"mtime":"…","jobs":2,"lines_crc32c":"1a2b3c4d"}
+//	5e6f7a8b completed 1764547200000000000 1764547200500000000 - 0190c3f2-…
+//	9c0d1e2f pending 1764547201000000000 0 0a1b2c3d 0190c3f3-…
 //
 // A jobs.json that still has that size and time was written by secauto, and
 // its jobs are trusted as far as their sums match: those whose bytes rotted
-// are the only ones lost (or taken from a backup), not the whole file. One
-// with another size or time was replaced by hand (an operator copying a
+// are the only ones lost (or taken from a backup), not the whole file, and
+// opening reads each job's bytes only to check its sum, not to index it.
+// One with another size or time was replaced by hand (an operator copying a
 // backup over it, say) and is checked job by job against the whole job
 // schema instead. Each job's bytes are hashed once, as they are written.
+//
+// Earlier releases wrote "crc32c" in the first line and "crc id" lines;
+// those still read (the jobs are then indexed from their bytes). An earlier
+// release finds no "crc32c" in this format, so it takes jobs.json as placed
+// by hand and checks every job: slower, never wrong.
 const snapshotSumFile = SnapshotFile + ".sum"
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -41,8 +52,10 @@ type snapshotSum struct {
 	Size    int64     `json:"size"`
 	ModTime time.Time `json:"mtime"`
 	Jobs    int       `json:"jobs"`
-	// CRC32C covers the per-job lines.
-	CRC32C string `json:"crc32c"`
+	// LinesCRC32C covers the per-job lines; CRC32C did in the earlier
+	// format, whose lines hold no index fields.
+	LinesCRC32C string `json:"lines_crc32c,omitempty"`
+	CRC32C      string `json:"crc32c,omitempty"`
 }
 
 var (
@@ -75,7 +88,7 @@ func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (in
 		cw := &countWriter{w: w}
 		var err error
 		p.skipped, err = writeSnapshot(cw, items, progress, func(i int, off int64, c uint32) {
-			lines = appendSumLine(lines, c, items[i].id)
+			lines = appendSumLine(lines, c, items[i].e, items[i].id)
 			p.offs[i], p.crcs[i] = off, c
 		})
 		n = cw.n
@@ -85,10 +98,10 @@ func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (in
 		return 0, nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	head, _ := json.Marshal(snapshotSum{
-		Size:    jobs.Info.Size(),
-		ModTime: jobs.Info.ModTime().UTC(),
-		Jobs:    len(items),
-		CRC32C:  fmt.Sprintf("%08x", crc32.Checksum(lines, crcTable)),
+		Size:        jobs.Info.Size(),
+		ModTime:     jobs.Info.ModTime().UTC(),
+		Jobs:        len(items),
+		LinesCRC32C: fmt.Sprintf("%08x", crc32.Checksum(lines, crcTable)),
 	})
 	sum, err := fsys.WriteTemp(fs, filepath.Join(dir, snapshotSumFile), fileMode, func(w io.Writer) error {
 		if _, err := w.Write(append(head, '\n')); err != nil {
@@ -113,15 +126,32 @@ func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (in
 	return n, p, nil
 }
 
-// appendSumLine appends "crc32c id\n", the per-job line of jobs.json.sum.
-func appendSumLine(b []byte, crc uint32, id string) []byte {
-	const digits = "0123456789abcdef"
-	for shift := 28; shift >= 0; shift -= 4 {
-		b = append(b, digits[crc>>uint(shift)&0xf])
+// appendSumLine appends the per-job line of jobs.json.sum.
+func appendSumLine(b []byte, crc uint32, e *entry, id string) []byte {
+	b = appendHex32(b, crc)
+	b = append(b, ' ')
+	b = append(b, e.status...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, e.created, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, e.completed, 10)
+	b = append(b, ' ')
+	if k := e.sealKey(); k != "" {
+		b = append(b, k...)
+	} else {
+		b = append(b, '-')
 	}
 	b = append(b, ' ')
 	b = append(b, id...)
 	return append(b, '\n')
+}
+
+func appendHex32(b []byte, v uint32) []byte {
+	const digits = "0123456789abcdef"
+	for shift := 28; shift >= 0; shift -= 4 {
+		b = append(b, digits[v>>uint(shift)&0xf])
+	}
+	return b
 }
 
 // jobSums are the per-job lines of a jobs.json.sum, in file order. They
@@ -130,12 +160,19 @@ func appendSumLine(b []byte, crc uint32, id string) []byte {
 type jobSums struct {
 	list []jobSum
 	once sync.Once
-	byID map[string]uint32
+	byID map[string]int
 }
 
+// jobSum is one job's line. With meta, the job's index fields are known
+// without reading its bytes.
 type jobSum struct {
-	crc uint32
-	id  []byte
+	crc       uint32
+	meta      bool
+	status    job.Status
+	created   int64
+	completed int64
+	keyID     string
+	id        []byte
 }
 
 // readSnapshotSums returns the per-job checksums jobs.json.sum records for
@@ -152,34 +189,107 @@ func readSnapshotSums(fs fsys.FS, dir string, st fs.FileInfo) *jobSums {
 	if json.Unmarshal(head, &sum) != nil || sum.Size != st.Size() || !sum.ModTime.Equal(st.ModTime().UTC()) {
 		return nil
 	}
-	if fmt.Sprintf("%08x", crc32.Checksum(rest, crcTable)) != sum.CRC32C {
+	want, withMeta := sum.CRC32C, false
+	if sum.LinesCRC32C != "" {
+		want, withMeta = sum.LinesCRC32C, true
+	}
+	if fmt.Sprintf("%08x", crc32.Checksum(rest, crcTable)) != want {
 		return nil
 	}
-	return parseJobSums(rest, sum.Jobs)
+	return parseJobSums(rest, sum.Jobs, withMeta)
 }
 
-// parseJobSums reads the per-job lines; nil when they do not add up.
-func parseJobSums(data []byte, want int) *jobSums {
+// parseJobSums reads the per-job lines; nil when they do not add up. A
+// large file is read in pieces on every core.
+func parseJobSums(data []byte, want int, withMeta bool) *jobSums {
 	if want < 0 || want > len(data)/10 {
 		return nil
 	}
-	list := make([]jobSum, 0, want)
-	for len(data) > 0 {
-		line, rest, ok := bytes.Cut(data, []byte{'\n'})
-		data = rest
-		if !ok || len(line) < 10 || line[8] != ' ' {
-			return nil
-		}
-		crc, ok := parseHex32(line[:8])
-		if !ok {
-			return nil
-		}
-		list = append(list, jobSum{crc: crc, id: line[9:]})
+	pieces := splitAtLines(data, runtime.GOMAXPROCS(0))
+	lists := make([][]jobSum, len(pieces))
+	bad := make([]bool, len(pieces))
+	forEachParallel(len(pieces), func(i int) {
+		lists[i], bad[i] = parseSumLines(pieces[i], want/len(pieces)+1, withMeta)
+	})
+	if slices.Contains(bad, true) {
+		return nil
 	}
+	list := slices.Concat(lists...)
 	if len(list) != want {
 		return nil
 	}
 	return &jobSums{list: list}
+}
+
+// splitAtLines cuts data into about n pieces, each ending with a newline
+// (but perhaps the last).
+func splitAtLines(data []byte, n int) [][]byte {
+	if len(data) < 1<<20 || n < 2 {
+		return [][]byte{data}
+	}
+	var out [][]byte
+	for len(data) > 0 {
+		cut := min(len(data), len(data)/n+1)
+		if nl := bytes.IndexByte(data[cut-1:], '\n'); nl >= 0 {
+			cut += nl
+		} else {
+			cut = len(data)
+		}
+		out = append(out, data[:cut])
+		data = data[cut:]
+		n = max(1, n-1)
+	}
+	return out
+}
+
+func parseSumLines(data []byte, capHint int, withMeta bool) ([]jobSum, bool) {
+	list := make([]jobSum, 0, capHint)
+	for len(data) > 0 {
+		line, rest, ok := bytes.Cut(data, []byte{'\n'})
+		data = rest
+		if !ok || len(line) < 10 || line[8] != ' ' {
+			return nil, true
+		}
+		crc, ok := parseHex32(line[:8])
+		if !ok {
+			return nil, true
+		}
+		js := jobSum{crc: crc, id: line[9:]}
+		if withMeta && !js.parseMeta() {
+			return nil, true
+		}
+		list = append(list, js)
+	}
+	return list, false
+}
+
+// parseMeta reads "status created completed key id" from js.id.
+func (js *jobSum) parseMeta() bool {
+	f := bytes.SplitN(js.id, []byte{' '}, 5)
+	if len(f) != 5 || len(f[4]) == 0 {
+		return false
+	}
+	st := internStatus(job.Status(f[0]))
+	created, err1 := strconv.ParseInt(string(f[1]), 10, 64)
+	completed, err2 := strconv.ParseInt(string(f[2]), 10, 64)
+	if !st.Valid() || err1 != nil || err2 != nil {
+		return false
+	}
+	if string(f[3]) != "-" {
+		var q [10]byte
+		if len(f[3]) != 8 {
+			return false
+		}
+		q[0], q[9] = '"', '"'
+		copy(q[1:], f[3])
+		k, ok := keyIDs.intern(q[:])
+		if !ok {
+			return false
+		}
+		js.keyID = k
+	}
+	js.meta, js.status, js.created, js.completed, js.id = true, st, created, completed, f[4]
+	return true
 }
 
 func parseHex32(b []byte) (uint32, bool) {
@@ -200,27 +310,30 @@ func parseHex32(b []byte) (uint32, bool) {
 
 // lookup finds the sum recorded for the i-th job of jobs.json, id; safe
 // for concurrent use.
-func (s *jobSums) lookup(i int, id string) (uint32, bool) {
+func (s *jobSums) lookup(i int, id string) (*jobSum, bool) {
 	if i < len(s.list) && string(s.list[i].id) == id {
-		return s.list[i].crc, true
+		return &s.list[i], true
 	}
 	s.once.Do(func() {
-		s.byID = make(map[string]uint32, len(s.list))
-		for _, js := range s.list {
-			s.byID[string(js.id)] = js.crc
+		s.byID = make(map[string]int, len(s.list))
+		for k, js := range s.list {
+			s.byID[string(js.id)] = k
 		}
 	})
-	crc, ok := s.byID[id]
-	return crc, ok
+	k, ok := s.byID[id]
+	if !ok {
+		return nil, false
+	}
+	return &s.list[k], true
 }
 
-// checkJobSum tells whether the i-th job's bytes match what sums recorded.
+// check tells whether the i-th job's bytes match what sums recorded.
 func (s *jobSums) check(i int, id string, raw []byte) error {
-	want, ok := s.lookup(i, id)
+	js, ok := s.lookup(i, id)
 	switch {
 	case !ok:
 		return errJobPhantom
-	case crc32.Checksum(raw, crcTable) != want:
+	case crc32.Checksum(raw, crcTable) != js.crc:
 		return errJobRotted
 	}
 	return nil
@@ -229,7 +342,8 @@ func (s *jobSums) check(i int, id string, raw []byte) error {
 // missingJobs lists the ids sums recorded that are neither in jobs nor
 // among problems: their keys rotted, or the file was cut short.
 func missingJobs(sums *jobSums, jobs map[string]*entry, problems []jobProblem) []string {
-	if sums == nil {
+	if sums == nil || len(problems) == 0 && len(jobs) == len(sums.list) {
+		// Every job was found among the sums, once each.
 		return nil
 	}
 	seen := make(map[string]bool, len(problems))
