@@ -58,28 +58,33 @@ func evaluate(rs []*result) bool {
 			r.Checks = append(r.Checks, check{Figure: figure, Value: value, Limit: limit, Rule: rule, Pass: ok})
 			pass = pass && ok
 		}
-		add("open", r.OpenSeconds, maxOpenSeconds, true, fmt.Sprintf("≤ %gs", maxOpenSeconds))
-		add("p99", r.A.Bench.Latency.P99, maxP99Ms, true, fmt.Sprintf("< %gms", maxP99Ms))
-		memLimit := max(maxHWMOfJSON*float64(r.JobsJSONBytes), minHWMLimit)
+		// Beyond 1m jobs every threshold may be up to maxDegradeTo1m
+		// worse: opening reads every job, so its time grows with them.
+		slack := 1.0
+		if r.Jobs > degradeFromJobs {
+			slack = maxDegradeTo1m
+		}
+		add("open", r.OpenSeconds, slack*maxOpenSeconds, true, fmt.Sprintf("≤ %gs", slack*maxOpenSeconds))
+		add("p99", r.A.Bench.Latency.P99, slack*maxP99Ms, true, fmt.Sprintf("< %gms", slack*maxP99Ms))
+		memLimit := max(slack*maxHWMOfJSON*float64(r.JobsJSONBytes), minHWMLimit)
 		add("memory", float64(r.PeakHWM), memLimit, true, "≤ "+gauge.Bytes(memLimit))
 		add("errors", float64(r.A.Bench.Errors+r.B.Bench.Errors), 0, true, "no failed request")
 		if base != nil && r != base {
 			if base.A.Bench.PerSecond > 0 {
-				add("acks", r.A.Bench.PerSecond/base.A.Bench.PerSecond, minAckRatio, false,
-					fmt.Sprintf("%.2f× empty, ≥ %g×", r.A.Bench.PerSecond/base.A.Bench.PerSecond, minAckRatio))
+				add("acks", r.A.Bench.PerSecond/base.A.Bench.PerSecond, minAckRatio/slack, false,
+					fmt.Sprintf("%.2f× empty, ≥ %g×", r.A.Bench.PerSecond/base.A.Bench.PerSecond, minAckRatio/slack))
 			}
 			if base.B.WritePerAck > 0 {
-				add("write", r.B.WritePerAck/base.B.WritePerAck, maxWriteRatio, true,
-					fmt.Sprintf("%.2f× empty, ≤ %g×", r.B.WritePerAck/base.B.WritePerAck, maxWriteRatio))
+				add("write", r.B.WritePerAck/base.B.WritePerAck, slack*maxWriteRatio, true,
+					fmt.Sprintf("%.2f× empty, ≤ %g×", r.B.WritePerAck/base.B.WritePerAck, slack*maxWriteRatio))
 			}
 		}
 		if ref != nil && r.Jobs > degradeFromJobs && ref.A != nil && ref.B != nil {
 			vs := func(figure string, ratio float64) {
 				add(figure, ratio, maxDegradeTo1m, true, fmt.Sprintf("%.2f× worse than %s, ≤ %g×", ratio, count(ref.Jobs), maxDegradeTo1m))
 			}
-			if ref.OpenSeconds > 0 {
-				vs("open", r.OpenSeconds/ref.OpenSeconds)
-			}
+			// Open is held to its slackened limit above: it reads
+			// every job, so it is no figure to hold to 1m's.
 			if r.A.Bench.PerSecond > 0 {
 				vs("acks", ref.A.Bench.PerSecond/r.A.Bench.PerSecond)
 			}
