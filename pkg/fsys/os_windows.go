@@ -19,7 +19,29 @@ func openNoFollow(name string, flag int, perm fs.FileMode) (*os.File, error) {
 	if fi, err := os.Lstat(name); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: ErrSymlink}
 	}
+	if flag == os.O_RDONLY {
+		return openShared(name)
+	}
 	return os.OpenFile(name, flag, perm)
+}
+
+// openShared opens name for reading with every sharing mode, delete
+// included: the store keeps jobs.json open to read jobs from it, and a
+// compaction renames a new jobs.json over it. As on POSIX, the open handle
+// goes on reading the file it opened.
+func openShared(name string) (*os.File, error) {
+	p, err := syscall.UTF16PtrFromString(name)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	h, err := syscall.CreateFile(p, syscall.GENERIC_READ,
+		syscall.FILE_SHARE_READ|syscall.FILE_SHARE_WRITE|syscall.FILE_SHARE_DELETE,
+		nil, syscall.OPEN_EXISTING, syscall.FILE_ATTRIBUTE_NORMAL|syscall.FILE_FLAG_BACKUP_SEMANTICS, 0)
+	if err != nil {
+		// syscall.Errno tells fs.ErrNotExist and fs.ErrPermission.
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(h), name), nil
 }
 
 // syncDir does nothing: Windows cannot open a directory for fsync, and NTFS
