@@ -96,6 +96,9 @@ func serveOptions(opts *ServeOptions, cfg *config.Config, dir string) (server.Op
 			SnapshotInterval: cfg.Jobs.SnapshotInterval.Duration(),
 			MaxJobBytes:      int(cfg.Jobs.MaxJobBytes),
 			Keyring:          cfg.Jobs.Keyring,
+			// Serving starts before every settled job's bytes are
+			// checked; the store checks them right after.
+			CheckInBackground: true,
 		},
 		Address:         cfg.Server.Address,
 		Port:            cfg.Server.Port,

@@ -27,6 +27,9 @@ type dirState struct {
 	// rewrite: a writable open repaired something, so the repaired state
 	// must be written before anything else runs.
 	rewrite bool
+	// unchecked is the jobs.json whose settled jobs were indexed from the
+	// sum file without their bytes being checked (scrub.go).
+	unchecked *snapFile
 }
 
 type loader struct {
@@ -34,6 +37,7 @@ type loader struct {
 	dir     string
 	repair  bool // move damaged files aside and fix them; else only report
 	salvage bool
+	lazy    bool // Options.CheckInBackground
 	now     time.Time
 	log     *slog.Logger
 	st      dirState

@@ -146,6 +146,11 @@ func (l *loader) readJobs(path string) (jobs map[string]*entry, problems []jobPr
 		return nil, nil, 0, nil, nil, err
 	}
 	sums = readSnapshotSums(l.fs, l.dir, st)
+	if l.lazy && sums != nil && sums.meta {
+		jobs, problems := indexFromSums(sf, st.Size(), sums)
+		l.st.unchecked = sf
+		return jobs, problems, st.Size(), sums, nil, nil
+	}
 	jobs, problems, ok, err := readSnapshotLines(sf, st.Size(), sums)
 	if err != nil || ok {
 		return jobs, problems, st.Size(), sums, nil, err

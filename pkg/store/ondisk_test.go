@@ -342,3 +342,147 @@ func TestSumRecordsTheIndexFields(t *testing.T) {
 	defer s.Close()
 	check(s)
 }
+
+// With CheckInBackground the index comes from the sum file alone, the same
+// as reading jobs.json gives; a settled job that rotted while the store was
+// closed is found by the scrub after Open and taken from the backup, a
+// pending one at Open itself, before recovery could act on it, and one no
+// backup holds is reported lost and reads as an error.
+func TestCheckInBackgroundMendsRot(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	ids := settle(t, s, 10, 10)
+	waiting := mustCreate(t, s, newJob(11)) // "hello 11"
+	if _, err := s.Backup(BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	late := settle(t, s, 1, 10)[0] // "hello 0" again, so marked below by id
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	flipIn(t, dir, "3\"")
+	flipIn(t, dir, "11\"")
+	flipID(t, dir, late)
+
+	var logs syncBuffer
+	s, err := Open(Options{Dir: dir, SnapshotInterval: -1, CheckInBackground: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.unchecked == nil {
+		t.Fatal("the sum file was not used to index the store")
+	}
+	if rep := s.Report(); len(rep.RestoredJobs) != 1 || rep.RestoredJobs[0] != waiting.ID {
+		t.Fatalf("open restored %v, want only the pending job %s", rep.RestoredJobs, waiting.ID)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), "restored_jobs=1") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	out := logs.String()
+	if !strings.Contains(out, ids[3]) || !strings.Contains(out, "restored_jobs=1") || !strings.Contains(out, late) {
+		t.Fatalf("the scrub's report:\n%s", out)
+	}
+	if j, err := s.Get(ids[3]); err != nil || j.Status != job.Completed {
+		t.Fatalf("the mended job: %v %v", j, err)
+	}
+	if _, err := s.Get(late); !errors.Is(err, errJobRotted) {
+		t.Fatalf("a rotted job no backup holds: %v", err)
+	}
+	for _, id := range ids {
+		if id == ids[3] {
+			continue
+		}
+		if _, err := s.Get(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// flipID rots the job's bytes in jobs.json where its id is written inside
+// them, keeping the file's size and time.
+func flipID(t *testing.T, dir, id string) {
+	t.Helper()
+	path := filepath.Join(dir, SnapshotFile)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(data, []byte(`{"id":"`+id))
+	if at < 0 {
+		t.Fatalf("job %s not in jobs.json", id)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("Q"), int64(at+len(`{"id":"`)+len(id)+5)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	os.Chtimes(path, st.ModTime(), st.ModTime())
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// The scrub alone: nothing recovery reads rotted, so Open repairs nothing
+// and the settled job is mended after it.
+func TestScrubMendsASettledJob(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	ids := settle(t, s, 10, 10)
+	if _, err := s.Backup(BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	flipIn(t, dir, "5\"")
+	var logs syncBuffer
+	s, err := Open(Options{Dir: dir, SnapshotInterval: -1, CheckInBackground: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := s.Report(); len(rep.Problems) != 0 {
+		t.Fatalf("open found %v before the scrub", rep.Problems)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), "restored_jobs=1") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if j, err := s.Get(ids[5]); err != nil || j.Status != job.Completed {
+		t.Fatalf("the mended job: %v %v\n%s", j, err, logs.String())
+	}
+	// The mend is a change like any other: durable through the journal.
+	abandon(s)
+	s = openT(t, dir)
+	defer s.Close()
+	if j, err := s.Get(ids[5]); err != nil || j.Status != job.Completed {
+		t.Fatalf("after a crash, the mended job: %v %v", j, err)
+	}
+	// jobs.json still holds the rotted bytes until the next snapshot;
+	// the journal's newer record is what counts.
+	if rep := s.Report(); len(rep.LostJobs) != 0 || len(rep.RestoredJobs) != 0 {
+		t.Fatalf("reopened: %+v", rep)
+	}
+}

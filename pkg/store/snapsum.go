@@ -23,19 +23,22 @@ import (
 // flipped bit inside a string would load silently. jobs.json.sum records,
 // for the jobs.json that secauto last wrote, its size and modification time
 // and, for every job in it in the file's order, the CRC-32C of its bytes and
-// what the index keeps of it (status, creation and completion time in Unix
-// nanoseconds, the key a sealed job is sealed with or "-"); the first line
+// what the index keeps of it (where its bytes are, their length, status,
+// creation and completion time in Unix nanoseconds, the key a sealed job is
+// sealed with or "-"); the first line
 // also holds the CRC-32C of the lines after it, so the sum file vouches for
 // itself:
 //
 //	{"size":123,"mtime":"…","jobs":2,"lines_crc32c":"1a2b3c4d"}
-//	5e6f7a8b completed 1764547200000000000 1764547200500000000 - 0190c3f2-…
-//	9c0d1e2f pending 1764547201000000000 0 0a1b2c3d 0190c3f3-…
+//	5e6f7a8b 47 1391 completed 1764547200000000000 1764547200500000000 - 0190c3f2-…
+//	9c0d1e2f 1483 1422 pending 1764547201000000000 0 0a1b2c3d 0190c3f3-…
 //
 // A jobs.json that still has that size and time was written by secauto, and
 // its jobs are trusted as far as their sums match: those whose bytes rotted
 // are the only ones lost (or taken from a backup), not the whole file, and
-// opening reads each job's bytes only to check its sum, not to index it.
+// opening reads each job's bytes only to check its sum, not to index it; the
+// daemon indexes from the sum file alone and checks the sums once it serves
+// (see scrub.go).
 // One with another size or time was replaced by hand (an operator copying a
 // backup over it, say) and is checked job by job against the whole job
 // schema instead. Each job's bytes are hashed once, as they are written.
@@ -88,7 +91,7 @@ func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (in
 		cw := &countWriter{w: w}
 		var err error
 		p.skipped, err = writeSnapshot(cw, items, progress, func(i int, off int64, c uint32) {
-			lines = appendSumLine(lines, c, items[i].e, items[i].id)
+			lines = appendSumLine(lines, c, off, items[i].e, items[i].id)
 			p.offs[i], p.crcs[i] = off, c
 		})
 		n = cw.n
@@ -126,9 +129,14 @@ func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (in
 	return n, p, nil
 }
 
-// appendSumLine appends the per-job line of jobs.json.sum.
-func appendSumLine(b []byte, crc uint32, e *entry, id string) []byte {
+// appendSumLine appends the per-job line of jobs.json.sum: e's bytes are at
+// off in jobs.json (-1: left out).
+func appendSumLine(b []byte, crc uint32, off int64, e *entry, id string) []byte {
 	b = appendHex32(b, crc)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, off, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(e.bodySize()), 10)
 	b = append(b, ' ')
 	b = append(b, e.status...)
 	b = append(b, ' ')
@@ -159,6 +167,7 @@ func appendHex32(b []byte, v uint32) []byte {
 // them unless jobs.json's order no longer matches (a key rotted).
 type jobSums struct {
 	list []jobSum
+	meta bool // every line holds its job's index fields
 	once sync.Once
 	byID map[string]int
 }
@@ -168,6 +177,8 @@ type jobSums struct {
 type jobSum struct {
 	crc       uint32
 	meta      bool
+	off       int64 // -1: left out of jobs.json (its bytes had rotted)
+	size      uint32
 	status    job.Status
 	created   int64
 	completed int64
@@ -218,7 +229,7 @@ func parseJobSums(data []byte, want int, withMeta bool) *jobSums {
 	if len(list) != want {
 		return nil
 	}
-	return &jobSums{list: list}
+	return &jobSums{list: list, meta: withMeta}
 }
 
 // splitAtLines cuts data into about n pieces, each ending with a newline
@@ -263,32 +274,34 @@ func parseSumLines(data []byte, capHint int, withMeta bool) ([]jobSum, bool) {
 	return list, false
 }
 
-// parseMeta reads "status created completed key id" from js.id.
+// parseMeta reads "off size status created completed key id" from js.id.
 func (js *jobSum) parseMeta() bool {
-	f := bytes.SplitN(js.id, []byte{' '}, 5)
-	if len(f) != 5 || len(f[4]) == 0 {
+	f := bytes.SplitN(js.id, []byte{' '}, 7)
+	if len(f) != 7 || len(f[6]) == 0 {
 		return false
 	}
-	st := internStatus(job.Status(f[0]))
-	created, err1 := strconv.ParseInt(string(f[1]), 10, 64)
-	completed, err2 := strconv.ParseInt(string(f[2]), 10, 64)
-	if !st.Valid() || err1 != nil || err2 != nil {
+	off, err0 := strconv.ParseInt(string(f[0]), 10, 64)
+	size, err1 := strconv.ParseUint(string(f[1]), 10, 32)
+	st := internStatus(job.Status(f[2]))
+	created, err2 := strconv.ParseInt(string(f[3]), 10, 64)
+	completed, err3 := strconv.ParseInt(string(f[4]), 10, 64)
+	if err0 != nil || off < -1 || err1 != nil || !st.Valid() || err2 != nil || err3 != nil {
 		return false
 	}
-	if string(f[3]) != "-" {
+	if string(f[5]) != "-" {
 		var q [10]byte
-		if len(f[3]) != 8 {
+		if len(f[5]) != 8 {
 			return false
 		}
 		q[0], q[9] = '"', '"'
-		copy(q[1:], f[3])
+		copy(q[1:], f[5])
 		k, ok := keyIDs.intern(q[:])
 		if !ok {
 			return false
 		}
 		js.keyID = k
 	}
-	js.meta, js.status, js.created, js.completed, js.id = true, st, created, completed, f[4]
+	js.meta, js.off, js.size, js.status, js.created, js.completed, js.id = true, off, uint32(size), st, created, completed, f[6]
 	return true
 }
 

@@ -86,6 +86,11 @@ type Options struct {
 	// keys sealed. Without one, jobs are written in plain and a sealed job
 	// read is a *SealedError naming the key id it needs.
 	Keyring *seal.Keyring
+	// CheckInBackground opens without reading settled jobs' bytes when
+	// jobs.json.sum records where each job is, and checks them against
+	// their sums once Open has returned (scrub.go): a large store starts
+	// serving sooner. For the daemon; commands check before they act.
+	CheckInBackground bool
 	// OnUnreadable hears each job a listing leaves out because it cannot
 	// be read (a *SealedError: its key is missing or its ciphertext does
 	// not authenticate).
@@ -108,6 +113,7 @@ type FileStore struct {
 	syncs     *syncCounter
 	closed    atomic.Bool
 	stop      chan struct{}
+	unchecked *snapFile // the jobs.json the scrub checks after Open
 	wg        sync.WaitGroup
 }
 
@@ -152,6 +158,10 @@ func Open(opts Options) (*FileStore, error) {
 	}
 	s.wg.Add(1)
 	go s.snapshotter()
+	if s.unchecked != nil {
+		s.wg.Add(1)
+		go s.scrub(s.unchecked)
+	}
 	return s, nil
 }
 
@@ -190,13 +200,14 @@ func (s *FileStore) prepareDir() error {
 // journal for appending and writes whatever the loader repaired.
 func (s *FileStore) load() error {
 	now := s.opts.Now()
-	l := &loader{fs: s.files.fs, dir: s.opts.Dir, repair: !s.opts.ReadOnly, salvage: s.opts.Salvage, now: now, log: s.opts.Logger}
+	l := &loader{fs: s.files.fs, dir: s.opts.Dir, repair: !s.opts.ReadOnly, salvage: s.opts.Salvage, lazy: s.opts.CheckInBackground && !s.opts.ReadOnly, now: now, log: s.opts.Logger}
 	st, err := l.load()
 	if err != nil {
 		return err
 	}
 	s.report = st.report
 	s.report.Problems = problemStrings(st.problems)
+	s.unchecked = st.unchecked
 	s.idx = newIndex(st.jobs, st.records)
 	s.noteSealed()
 	s.idx.journaled = len(st.scan.Entries)
