@@ -7,28 +7,32 @@ import (
 	"time"
 )
 
-// A daemon's live heap grows with the jobs it indexes and those changed
-// since the last snapshot (whose bytes it keeps until they are in
-// jobs.json). Go's default pacing (GOGC=100) lets the heap grow to twice
-// the live heap before collecting, which for a live heap of a gigabyte is
-// a gigabyte of memory that holds nothing. The daemon therefore collects
-// sooner as the live heap grows: the heap may exceed it by about
-// gcHeadroom, never by less than gcMinPercent of it (below that,
-// collections would come so often that they cost more than they save). An
-// operator's GOGC or GOMEMLIMIT is left alone.
+// A daemon's live heap grows with the jobs it indexes (a settled job's
+// bytes stay in jobs.json) and with those changed since the last snapshot
+// (whose bytes it keeps until they are there). Go's default pacing
+// (GOGC=100) lets the heap grow to twice the live heap before collecting.
+// For a store of a few hundred megabytes that doubling is what the heap is
+// made of, and the daemon collects sooner: the heap may exceed the live
+// heap by gcHeadroom, or by half the store's size on disk where that is
+// more, never by less than gcMinPercent of it (below that, collections
+// would come so often that they cost more than they save). With ten
+// million jobs the index alone is gigabytes of pointers, and collecting
+// it every few hundred megabytes allocated would leave the daemon little
+// else to do. An operator's GOGC or GOMEMLIMIT is left alone.
 const (
 	gcHeadroom   = 384 << 20
 	gcMinPercent = 10
 	gcEvery      = 5 * time.Second
 )
 
-// gcPercentFor is the GOGC for a live heap of about live bytes: the
-// default while the headroom it gives is small, lower as the heap grows.
-func gcPercentFor(live int64) int {
+// gcPercentFor is the GOGC for a live heap of about live bytes and a store
+// of store bytes on disk: the default while the headroom it gives is
+// small, lower as the heap grows.
+func gcPercentFor(live, store int64) int {
 	if live <= 0 {
 		return 100
 	}
-	p := int(gcHeadroom * 100 / live)
+	p := int(max(gcHeadroom, store/2) * 100 / live)
 	return max(gcMinPercent, min(100, p))
 }
 
@@ -48,10 +52,11 @@ func (s *Server) paceGC(stop <-chan struct{}) {
 		if sample[0].Value.Kind() == rtmetrics.KindUint64 {
 			live = int64(sample[0].Value.Uint64())
 		}
-		if p := gcPercentFor(live); p != last {
+		st := s.st.Stats()
+		if p := gcPercentFor(live, st.SnapshotBytes+st.JournalBytes); p != last {
 			debug.SetGCPercent(p)
 			if last != 0 || p != 100 {
-				s.log.Debug("garbage collector paced to the live heap", "gogc", p, "live_bytes", live)
+				s.log.Debug("garbage collector paced to the live heap", "gogc", p, "live_bytes", live, "store_bytes", st.SnapshotBytes+st.JournalBytes)
 			}
 			last = p
 		}
