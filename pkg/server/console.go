@@ -173,15 +173,15 @@ func (e *endings) last(now time.Time) Throughput {
 	return out
 }
 
-// seed counts the jobs of st that ended in the hour before now. Only jobs
-// created within the last day are read, so that a large store costs
-// little here; a job that ran longer than that is left out of the chart.
+// seed counts the jobs of st that ended in the hour before now. The store
+// selects them by completion time from its index, so only they are read
+// however large the history.
 func (e *endings) seed(st store.Store, now time.Time) {
-	jobs, err := st.List(store.Filter{Statuses: []job.Status{job.Completed, job.Failed, job.Cancelled}, Since: now.Add(-24 * time.Hour)})
+	cut := now.Add(-endingsWindow * time.Minute)
+	jobs, err := st.List(store.Filter{Statuses: []job.Status{job.Completed, job.Failed, job.Cancelled}, EndedSince: cut})
 	if err != nil {
 		return
 	}
-	cut := now.Add(-endingsWindow * time.Minute)
 	for _, j := range jobs {
 		if j.CompletedAt != nil && j.CompletedAt.After(cut) {
 			e.add(j)

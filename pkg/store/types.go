@@ -128,8 +128,11 @@ type OpenReport struct {
 type Filter struct {
 	Statuses []job.Status // any of these; empty means all
 	Since    time.Time    // created at or after; zero means no bound
-	Limit    int          // at most this many; zero means no limit
-	Oldest   bool         // oldest first instead of newest first
+	// EndedSince keeps only jobs completed at or after it; zero means no
+	// bound.
+	EndedSince time.Time
+	Limit      int  // at most this many; zero means no limit
+	Oldest     bool // oldest first instead of newest first
 }
 
 // CleanupOptions says which terminal jobs Cleanup deletes.

@@ -106,6 +106,10 @@ func (s *Store) List(f store.Filter) (_ []*job.Job, err error) {
 		args = append(args, f.Since)
 		where = append(where, "created_at >= $"+strconv.Itoa(len(args)))
 	}
+	if !f.EndedSince.IsZero() {
+		args = append(args, f.EndedSince)
+		where = append(where, "completed_at >= $"+strconv.Itoa(len(args)))
+	}
 	q := "SELECT id, doc FROM secauto_jobs"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")

@@ -256,6 +256,15 @@ func (s *suite) list(t *testing.T) {
 		}
 		live := []job.Status{job.Pending, job.Running}
 		since := at(3 * time.Hour)
+		var endedSince time.Time
+		for _, j := range oldest {
+			if j.CompletedAt != nil && (endedSince.IsZero() || j.CompletedAt.After(endedSince)) {
+				endedSince = *j.CompletedAt
+			}
+		}
+		if endedSince.IsZero() {
+			t.Fatal("the fixture has no ended job to filter by")
+		}
 		cases := []struct {
 			name string
 			f    store.Filter
@@ -273,6 +282,8 @@ func (s *suite) list(t *testing.T) {
 			{"everything at once", store.Filter{Statuses: live, Since: since, Limit: 1},
 				where(newest, func(j *job.Job) bool { return j.Status == job.Running })},
 			{"nothing matches", store.Filter{Statuses: []job.Status{job.Failed}, Since: at(3 * time.Hour)}, nil},
+			{"ended since, inclusive", store.Filter{EndedSince: endedSince},
+				where(newest, func(j *job.Job) bool { return j.CompletedAt != nil && !j.CompletedAt.Before(endedSince) })},
 		}
 		for _, c := range cases {
 			sameJobs(t, "List with "+c.name, mustList(t, st, c.f), c.want)
