@@ -3,6 +3,7 @@ package store
 import (
 	"container/heap"
 	"fmt"
+	"iter"
 	"maps"
 	"slices"
 	"strings"
@@ -21,6 +22,10 @@ type index struct {
 	jobs    map[string]*entry
 	records map[string][]byte
 	counts  map[job.Status]int
+	// live holds the ids of the pending and running jobs, by status: the
+	// few that recovery and the workers list, found without a pass over
+	// the whole history.
+	live map[job.Status]map[string]struct{}
 	// pending holds the newest queued change per job id, so a writer
 	// checks against what will be durable, not only what already is.
 	pending map[string]*change
@@ -41,11 +46,31 @@ type change struct {
 }
 
 func newIndex(jobs map[string]*entry, records map[string][]byte) *index {
-	x := &index{jobs: jobs, records: records, counts: map[job.Status]int{}, pending: map[string]*change{}}
-	for _, e := range jobs {
-		x.counts[e.status]++
-	}
+	x := &index{jobs: jobs, records: records, pending: map[string]*change{}}
+	x.recount()
 	return x
+}
+
+// recount rebuilds the counts and the live sets from jobs.
+func (x *index) recount() {
+	x.counts = map[job.Status]int{}
+	x.live = map[job.Status]map[string]struct{}{job.Pending: {}, job.Running: {}}
+	for id, e := range x.jobs {
+		x.counted(id, e, 1)
+	}
+}
+
+// counted adds (n = 1) or removes (n = -1) the job from the counts and
+// the live sets.
+func (x *index) counted(id string, e *entry, n int) {
+	x.counts[e.status] += n
+	if set, ok := x.live[e.status]; ok {
+		if n > 0 {
+			set[id] = struct{}{}
+		} else {
+			delete(set, id)
+		}
+	}
 }
 
 // journalChange is the journal's form of a group of changes.
@@ -109,14 +134,14 @@ func (x *index) applyLocked(c *change) {
 		x.records[c.id] = c.rec.Value
 	default:
 		if old, ok := x.jobs[c.id]; ok {
-			x.counts[old.status]--
+			x.counted(c.id, old, -1)
 		}
 		if c.e == nil {
 			delete(x.jobs, c.id)
 			return
 		}
 		x.jobs[c.id] = c.e
-		x.counts[c.e.status]++
+		x.counted(c.id, c.e, 1)
 	}
 }
 
@@ -125,10 +150,7 @@ func (x *index) replace(jobs map[string]*entry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.jobs = jobs
-	clear(x.counts)
-	for _, e := range jobs {
-		x.counts[e.status]++
-	}
+	x.recount()
 	x.dirty = true
 }
 
@@ -218,9 +240,12 @@ func (x *index) get(idOrPrefix string) (string, *entry, error) {
 
 // list selects and orders jobs for List.
 func (x *index) list(f Filter) []keyed {
-	since := int64(0)
+	since, ended := int64(0), int64(0)
 	if !f.Since.IsZero() {
 		since = f.Since.UnixNano()
+	}
+	if !f.EndedSince.IsZero() {
+		ended = f.EndedSince.UnixNano()
 	}
 	// before reports whether a is listed before b.
 	before := func(a, b keyed) bool {
@@ -239,8 +264,8 @@ func (x *index) list(f Filter) []keyed {
 	worst := &pageHeap{before: before}
 	var items []keyed
 	x.mu.Lock()
-	for id, e := range x.jobs {
-		if (len(f.Statuses) > 0 && !slices.Contains(f.Statuses, e.status)) || (since != 0 && e.created < since) {
+	for id, e := range x.candidatesLocked(f.Statuses) {
+		if (len(f.Statuses) > 0 && !slices.Contains(f.Statuses, e.status)) || (since != 0 && e.created < since) || (ended != 0 && (e.completed == 0 || e.completed < ended)) {
 			continue
 		}
 		k := keyed{id, e}
@@ -268,6 +293,31 @@ func (x *index) list(f Filter) []keyed {
 		return 1
 	})
 	return items
+}
+
+// candidatesLocked yields the jobs a listing of these statuses must look
+// at: the live sets when only live statuses are asked for, else all.
+func (x *index) candidatesLocked(statuses []job.Status) iter.Seq2[string, *entry] {
+	for _, st := range statuses {
+		if _, ok := x.live[st]; !ok {
+			return maps.All(x.jobs)
+		}
+	}
+	if len(statuses) == 0 {
+		return maps.All(x.jobs)
+	}
+	return func(yield func(string, *entry) bool) {
+		for i, st := range statuses {
+			if slices.Contains(statuses[:i], st) {
+				continue
+			}
+			for id := range x.live[st] {
+				if !yield(id, x.jobs[id]) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // pageHeap keeps the jobs of a page with the one listed last at the root.

@@ -27,9 +27,9 @@ type dirState struct {
 	// rewrite: a writable open repaired something, so the repaired state
 	// must be written before anything else runs.
 	rewrite bool
-	// unchecked is the jobs.json whose settled jobs were indexed from the
-	// sum file without their bytes being checked (scrub.go).
-	unchecked *snapFile
+	// unchecked are the settled jobs indexed from the sum file without
+	// their bytes being checked, in file order (scrub.go).
+	unchecked []keyed
 }
 
 type loader struct {

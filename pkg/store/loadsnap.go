@@ -147,8 +147,8 @@ func (l *loader) readJobs(path string) (jobs map[string]*entry, problems []jobPr
 	}
 	sums = readSnapshotSums(l.fs, l.dir, st)
 	if l.lazy && sums != nil && sums.meta {
-		jobs, problems := indexFromSums(sf, st.Size(), sums)
-		l.st.unchecked = sf
+		jobs, problems, order := indexFromSums(sf, st.Size(), sums)
+		l.st.unchecked = order
 		return jobs, problems, st.Size(), sums, nil, nil
 	}
 	jobs, problems, ok, err := readSnapshotLines(sf, st.Size(), sums)

@@ -20,8 +20,9 @@ import (
 
 // indexFromSums builds the index of jobs.json (sf, of size bytes) from
 // sums. Jobs whose bytes recovery may read now are checked against their
-// sums; the others are left to the scrub.
-func indexFromSums(sf *snapFile, size int64, sums *jobSums) (map[string]*entry, []jobProblem) {
+// sums; the others are left to the scrub, and returned in file order for
+// it.
+func indexFromSums(sf *snapFile, size int64, sums *jobSums) (map[string]*entry, []jobProblem, []keyed) {
 	pieces := max(1, min(len(sums.list)/4096, 64))
 	out := make([][]parsedJob, pieces)
 	chunk := (len(sums.list) + pieces - 1) / pieces
@@ -32,6 +33,7 @@ func indexFromSums(sf *snapFile, size int64, sums *jobSums) (map[string]*entry, 
 		}
 	})
 	jobs := make(map[string]*entry, len(sums.list))
+	order := make([]keyed, 0, len(sums.list))
 	var problems []jobProblem
 	for _, part := range out {
 		for _, p := range part {
@@ -42,10 +44,13 @@ func indexFromSums(sf *snapFile, size int64, sums *jobSums) (map[string]*entry, 
 				problems = append(problems, jobProblem{p.id, errors.New("id appears more than once")})
 			default:
 				jobs[p.id] = p.e
+				if p.e.status.Terminal() {
+					order = append(order, keyed{p.id, p.e})
+				}
 			}
 		}
 	}
-	return jobs, problems
+	return jobs, problems, order
 }
 
 func indexSum(sf *snapFile, size int64, js *jobSum) parsedJob {
@@ -71,21 +76,12 @@ func indexSum(sf *snapFile, size int64, js *jobSum) parsedJob {
 // scrubRate bounds how fast the scrub reads jobs.json, in bytes a second.
 const scrubRate = 128 << 20
 
-// scrub checks the bytes of every job still read from sf against its sum,
-// in file order, and mends the rotted ones. It stops early when the store
-// closes.
-func (s *FileStore) scrub(sf *snapFile) {
+// scrub checks the bytes of the settled jobs Open indexed without reading
+// them, given in file order, and mends the rotted ones. It stops early
+// when the store closes.
+func (s *FileStore) scrub(items []keyed) {
 	defer s.wg.Done()
 	start := time.Now()
-	var items []keyed
-	s.idx.mu.Lock()
-	for id, e := range s.idx.jobs {
-		if e.snap == sf {
-			items = append(items, keyed{id, e})
-		}
-	}
-	s.idx.mu.Unlock()
-	slices.SortFunc(items, func(a, b keyed) int { return cmpInt(a.e.off, b.e.off) })
 	var cur snapCursor
 	var rotted []keyed
 	var read int64

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"math"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -275,17 +276,31 @@ func parseSumLines(data []byte, capHint int, withMeta bool) ([]jobSum, bool) {
 }
 
 // parseMeta reads "off size status created completed key id" from js.id.
+// Opening a large store parses millions of these lines: no allocation.
 func (js *jobSum) parseMeta() bool {
-	f := bytes.SplitN(js.id, []byte{' '}, 7)
-	if len(f) != 7 || len(f[6]) == 0 {
-		return false
+	rest := js.id
+	var f [6][]byte
+	for i := range f {
+		sp := bytes.IndexByte(rest, ' ')
+		if sp <= 0 {
+			return false
+		}
+		f[i], rest = rest[:sp], rest[sp+1:]
 	}
-	off, err0 := strconv.ParseInt(string(f[0]), 10, 64)
-	size, err1 := strconv.ParseUint(string(f[1]), 10, 32)
-	st := internStatus(job.Status(f[2]))
-	created, err2 := strconv.ParseInt(string(f[3]), 10, 64)
-	completed, err3 := strconv.ParseInt(string(f[4]), 10, 64)
-	if err0 != nil || off < -1 || err1 != nil || !st.Valid() || err2 != nil || err3 != nil {
+	off, ok0 := parseDec(f[0])
+	if len(f[0]) == 2 && string(f[0]) == "-1" {
+		off, ok0 = -1, true
+	}
+	size, ok1 := parseDec(f[1])
+	st := job.Status("")
+	for _, known := range job.Statuses {
+		if string(f[2]) == string(known) {
+			st = known
+		}
+	}
+	created, ok2 := parseDec(f[3])
+	completed, ok3 := parseDec(f[4])
+	if !ok0 || !ok1 || size > math.MaxUint32 || !st.Valid() || !ok2 || !ok3 || len(rest) == 0 {
 		return false
 	}
 	if string(f[5]) != "-" {
@@ -301,8 +316,27 @@ func (js *jobSum) parseMeta() bool {
 		}
 		js.keyID = k
 	}
-	js.meta, js.off, js.size, js.status, js.created, js.completed, js.id = true, off, uint32(size), st, created, completed, f[6]
+	js.meta, js.off, js.size, js.status, js.created, js.completed, js.id = true, off, uint32(size), st, created, completed, rest
 	return true
+}
+
+// parseDec reads a non-negative decimal that fits an int64.
+func parseDec(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var v int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := int64(c - '0')
+		if v > (math.MaxInt64-d)/10 {
+			return 0, false
+		}
+		v = v*10 + d
+	}
+	return v, true
 }
 
 func parseHex32(b []byte) (uint32, bool) {

@@ -113,7 +113,7 @@ type FileStore struct {
 	syncs     *syncCounter
 	closed    atomic.Bool
 	stop      chan struct{}
-	unchecked *snapFile // the jobs.json the scrub checks after Open
+	unchecked []keyed // the settled jobs the scrub checks after Open
 	wg        sync.WaitGroup
 }
 
@@ -161,6 +161,7 @@ func Open(opts Options) (*FileStore, error) {
 	if s.unchecked != nil {
 		s.wg.Add(1)
 		go s.scrub(s.unchecked)
+		s.unchecked = nil
 	}
 	return s, nil
 }
