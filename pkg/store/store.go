@@ -8,11 +8,14 @@
 // concurrent writers share one write and one fsync. The journal is
 // compacted into jobs.json, always a complete file in the format operators'
 // scripts read, and cut only once the new jobs.json is durable, so a crash
-// at any point loses nothing that was acknowledged. The pieces, each in its
-// own file: the index (index.go) is the in-memory view; the loader
-// (load.go, loadsnap.go) is the one reader of the files; commit.go writes;
-// compact.go, backup.go, restore.go, cleanup.go, recover.go and verify.go are
-// the operations.
+// at any point loses nothing that was acknowledged. Memory holds an index of
+// every job and the bytes of those changed since the last snapshot; a
+// settled job's bytes are read back from jobs.json, checked against their
+// checksum. The pieces, each in its own file: the index (index.go, entry.go)
+// is the in-memory view; the loader (load.go, loadsnap.go, snapread.go) is
+// the one reader of the files, and snapfile.go reads jobs back from
+// jobs.json; commit.go writes; compact.go, backup.go, restore.go,
+// cleanup.go, recover.go, scrub.go and verify.go are the operations.
 package store
 
 import (
