@@ -52,11 +52,17 @@ func (s *Server) paceGC(stop <-chan struct{}) {
 		if sample[0].Value.Kind() == rtmetrics.KindUint64 {
 			live = int64(sample[0].Value.Uint64())
 		}
-		st := s.st.Stats()
-		if p := gcPercentFor(live, st.SnapshotBytes+st.JournalBytes); p != last {
+		var size int64
+		if s.cluster == nil {
+			// A shared store keeps its jobs in the database: its size
+			// is no part of this heap, and reading it costs a count.
+			st := s.st.Stats()
+			size = st.SnapshotBytes + st.JournalBytes
+		}
+		if p := gcPercentFor(live, size); p != last {
 			debug.SetGCPercent(p)
 			if last != 0 || p != 100 {
-				s.log.Debug("garbage collector paced to the live heap", "gogc", p, "live_bytes", live, "store_bytes", st.SnapshotBytes+st.JournalBytes)
+				s.log.Debug("garbage collector paced to the live heap", "gogc", p, "live_bytes", live, "store_bytes", size)
 			}
 			last = p
 		}

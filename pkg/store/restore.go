@@ -49,12 +49,8 @@ func (s *FileStore) Restore(path string, o BackupOptions) (*RestoreResult, error
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	if placed.file != nil {
-		for i, it := range items {
-			jobs[it.id] = it.e.inFile(placed.file, placed.offs[i], it.e.bodySize(), placed.crcs[i])
-		}
-	}
 	s.idx.replace(jobs)
+	s.idx.relocate(items, placed)
 	s.compactor.restored(size)
 	res := &RestoreResult{RestoredJobs: len(jobs), SafetyBackup: safety.Path}
 	if o.Keep > 0 {

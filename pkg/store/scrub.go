@@ -32,24 +32,12 @@ func indexFromSums(sf *snapFile, size int64, sums *jobSums) (map[string]*entry, 
 			out[p] = append(out[p], indexSum(sf, size, &sums.list[i]))
 		}
 	})
-	jobs := make(map[string]*entry, len(sums.list))
 	order := make([]keyed, 0, len(sums.list))
-	var problems []jobProblem
-	for _, part := range out {
-		for _, p := range part {
-			switch {
-			case p.err != nil:
-				problems = append(problems, jobProblem{p.id, p.err})
-			case jobs[p.id] != nil:
-				problems = append(problems, jobProblem{p.id, errors.New("id appears more than once")})
-			default:
-				jobs[p.id] = p.e
-				if p.e.status.Terminal() {
-					order = append(order, keyed{p.id, p.e})
-				}
-			}
+	jobs, problems := collectParsed(out, len(sums.list), func(k keyed) {
+		if k.e.status.Terminal() {
+			order = append(order, k)
 		}
-	}
+	})
 	return jobs, problems, order
 }
 

@@ -112,9 +112,18 @@ func readSnapshotLines(sf *snapFile, size int64, sums *jobSums) (jobs map[string
 	if err != nil || bad {
 		return nil, nil, false, err
 	}
-	jobs = make(map[string]*entry, line)
-	for _, out := range results {
-		for _, p := range out {
+	jobs, problems = collectParsed(results, line, nil)
+	return jobs, problems, true, nil
+}
+
+// collectParsed gathers the jobs indexed in parts, in file order, into the
+// index of n jobs: a job that failed, or whose id came earlier, is a
+// problem. added, if set, hears each job taken.
+func collectParsed(parts [][]parsedJob, n int, added func(keyed)) (map[string]*entry, []jobProblem) {
+	jobs := make(map[string]*entry, n)
+	var problems []jobProblem
+	for _, part := range parts {
+		for _, p := range part {
 			switch {
 			case p.err != nil:
 				problems = append(problems, jobProblem{p.id, p.err})
@@ -122,10 +131,13 @@ func readSnapshotLines(sf *snapFile, size int64, sums *jobSums) (jobs map[string
 				problems = append(problems, jobProblem{p.id, errors.New("id appears more than once")})
 			default:
 				jobs[p.id] = p.e
+				if added != nil {
+					added(keyed{p.id, p.e})
+				}
 			}
 		}
 	}
-	return jobs, problems, true, nil
+	return jobs, problems
 }
 
 // parseLines indexes the jobs of one chunk; !ok when a line is not in

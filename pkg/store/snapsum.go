@@ -85,7 +85,7 @@ type placement struct {
 // the new jobs.json could not be opened to read them back).
 func writeJobsFile(fs fsys.FS, dir string, items []keyed, progress Progress) (int64, *placement, error) {
 	path := filepath.Join(dir, SnapshotFile)
-	lines := make([]byte, 0, len(items)*46)
+	lines := make([]byte, 0, len(items)*112) // a line is about 110 bytes
 	p := &placement{offs: make([]int64, len(items)), crcs: make([]uint32, len(items))}
 	var n int64
 	jobs, err := fsys.WriteTemp(fs, path, fileMode, func(w io.Writer) error {
