@@ -152,6 +152,13 @@ func TestSettledJobsAreReadFromTheSnapshot(t *testing.T) {
 // place (the way a disk rots), keeping the file's size and time.
 func flipIn(t *testing.T, dir, id string) {
 	t.Helper()
+	rotAt(t, dir, `"hello `+id, 2, 'j')
+}
+
+// rotAt writes b at skip bytes past the first marker in jobs.json, in
+// place (the way a disk rots), keeping the file's size and time.
+func rotAt(t *testing.T, dir, marker string, skip int, b byte) {
+	t.Helper()
 	path := filepath.Join(dir, SnapshotFile)
 	st, err := os.Stat(path)
 	if err != nil {
@@ -161,15 +168,15 @@ func flipIn(t *testing.T, dir, id string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	at := bytes.Index(data, []byte(`"hello `+id))
+	at := bytes.Index(data, []byte(marker))
 	if at < 0 {
-		t.Fatalf("no marker %q in jobs.json", id)
+		t.Fatalf("no marker %q in jobs.json", marker)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteAt([]byte("j"), int64(at+2)); err != nil {
+	if _, err := f.WriteAt([]byte{b}, int64(at+skip)); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -411,28 +418,7 @@ func TestCheckInBackgroundMendsRot(t *testing.T) {
 // them, keeping the file's size and time.
 func flipID(t *testing.T, dir, id string) {
 	t.Helper()
-	path := filepath.Join(dir, SnapshotFile)
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := bytes.Index(data, []byte(`{"id":"`+id))
-	if at < 0 {
-		t.Fatalf("job %s not in jobs.json", id)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte("Q"), int64(at+len(`{"id":"`)+len(id)+5)); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	os.Chtimes(path, st.ModTime(), st.ModTime())
+	rotAt(t, dir, `{"id":"`+id, len(`{"id":"`)+len(id)+5, 'Q')
 }
 
 type syncBuffer struct {
